@@ -1,0 +1,79 @@
+/*
+ * dwf_model.h - a trainable network: the parameters of an architecture and
+ * the activations of one mini-batch, with forward and backward passes.
+ *
+ * dwf_model_create() allocates everything for batches of up to max_batch
+ * samples; dwf_model_free() releases it. The model owns its dwf_params
+ * (one weight per dense/conv layer, one bias each) and its activations.
+ * A model is used by one thread at a time.
+ *
+ * Forward and backward use the collapsed weights w; call
+ * dwf_model_collapse() after every change of the factors.
+ */
+#ifndef DWF_MODEL_H
+#define DWF_MODEL_H
+
+#include <stdint.h>
+
+#include "dwf_arch.h"
+#include "dwf_err.h"
+#include "dwf_param.h"
+#include "dwf_rng.h"
+
+typedef struct dwf_model {
+    dwf_arch arch;                 /* resolved */
+    int max_batch;
+    int n_params;
+    dwf_param params[2 * DWF_MAX_LAYERS];
+    int weight_idx[DWF_MAX_LAYERS]; /* index into params, -1 if none */
+    int bias_idx[DWF_MAX_LAYERS];
+    float *act[DWF_MAX_LAYERS + 1]; /* act[0] = input, act[i+1] = out of layer i */
+    float *dact[2];                 /* ping-pong gradient buffers */
+    int32_t *argmax[DWF_MAX_LAYERS];/* maxpool switches */
+    float *col;                     /* im2col scratch (one sample) */
+    float *dcol;                    /* im2col gradient scratch */
+    float *scratch;                 /* 2 * largest param, factor grads */
+    int64_t max_act;                /* floats per activation buffer */
+} dwf_model;
+
+int dwf_model_create(const dwf_arch *arch, int max_batch, dwf_model **out,
+                     dwf_err *err);
+void dwf_model_free(dwf_model *m);
+
+/* Initializes all weights (kind, eps_init; Kaiming std sqrt(2 / fan_in))
+ * and zeroes biases, drawing from rng. */
+int dwf_model_init(dwf_model *m, dwf_init_kind kind, double eps_init,
+                   dwf_rng *rng, dwf_err *err);
+
+/* Recomputes every collapsed weight from its factors. */
+void dwf_model_collapse(dwf_model *m);
+
+/* Forward pass of b <= max_batch samples x (b x input dim); returns the
+ * logits (b x n_classes), valid until the next forward. */
+const float *dwf_model_forward(dwf_model *m, const float *x, int b);
+
+/* Backward pass from dlogits (b x n_classes) of the last forward: fills gw
+ * (and bias gw) of every parameter. */
+void dwf_model_backward(dwf_model *m, const float *dlogits, int b);
+
+/* Turns gw into factor gradients for every parameter (penalty included
+ * for decayed ones) and returns the total penalty value. */
+double dwf_model_factor_grads(dwf_model *m, double lambda);
+
+/* Total penalty (lambda / D) sum ||f_d||^2 over decayed parameters. */
+double dwf_model_penalty(const dwf_model *m, double lambda);
+
+/* Mean softmax cross-entropy of logits (b x c) against y; writes
+ * dlogits = (softmax - onehot) / b when dlogits is non-NULL, and the number
+ * of correct argmax predictions into *correct (may be NULL). Accumulates in
+ * double. */
+double dwf_softmax_xent(const float *logits, const int32_t *y, int b, int c,
+                        float *dlogits, int *correct);
+
+/* Pointers to all parameters (for the optimizer), in model order. */
+void dwf_model_param_list(dwf_model *m, dwf_param **out);
+
+/* Name of weight layer i ("dense0", "conv1", ...) into buf. */
+void dwf_model_layer_name(const dwf_model *m, int i, char *buf, int len);
+
+#endif

@@ -1,0 +1,68 @@
+/*
+ * dwf_optim.h - optimizers (SGD with momentum / Nesterov, Adam) and
+ * learning-rate schedules (constant, step, cosine, linear warm-up).
+ *
+ * A dwf_optim owns one state buffer per factor of every parameter it was
+ * created for (velocity for SGD, first and second moments for Adam); free
+ * it with dwf_optim_free(). The parameters themselves belong to the model.
+ * The penalty gradient is already inside the factor gradients (see
+ * dwf_param.h), so no decoupled weight decay is applied here.
+ */
+#ifndef DWF_OPTIM_H
+#define DWF_OPTIM_H
+
+#include <stdint.h>
+
+#include "dwf_err.h"
+#include "dwf_param.h"
+
+typedef enum dwf_optim_kind { DWF_OPT_SGD = 0, DWF_OPT_ADAM } dwf_optim_kind;
+
+typedef enum dwf_sched_kind {
+    DWF_SCHED_CONSTANT = 0,
+    DWF_SCHED_STEP,    /* lr * gamma^floor(epoch / step_epochs) */
+    DWF_SCHED_COSINE,  /* lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2 */
+} dwf_sched_kind;
+
+typedef struct dwf_optim_opts {
+    dwf_optim_kind kind;
+    double lr;
+    double momentum;      /* SGD */
+    int nesterov;         /* SGD */
+    double beta1, beta2;  /* Adam */
+    double adam_eps;      /* Adam */
+    dwf_sched_kind sched;
+    double step_epochs;   /* STEP: epochs per decay */
+    double gamma;         /* STEP: decay factor */
+    double lr_min;        /* COSINE: final learning rate */
+    double warmup_epochs; /* linear warm-up from 0 (in epochs, may be fractional) */
+} dwf_optim_opts;
+
+/* Learning rate at `step` (0-based) of a run of total_steps, with
+ * steps_per_epoch steps an epoch. Warm-up, then the schedule over the
+ * remaining steps. */
+double dwf_sched_lr(const dwf_optim_opts *o, int64_t step, int64_t total_steps,
+                    int64_t steps_per_epoch);
+
+typedef struct dwf_optim {
+    dwf_optim_opts opts;
+    int n_params;
+    dwf_param **params;        /* borrowed */
+    int n_bufs;                /* sum of depths */
+    int64_t n_floats;          /* size of state */
+    float *state;              /* SGD: velocity; Adam: m then v, per factor */
+    int64_t t;                 /* steps taken (Adam bias correction) */
+} dwf_optim;
+
+int dwf_optim_create(dwf_optim *o, const dwf_optim_opts *opts,
+                     dwf_param **params, int n_params, dwf_err *err);
+void dwf_optim_free(dwf_optim *o);
+
+/* One update of every factor with its gradient g at learning rate lr.
+ * Masked entries stay exactly zero (state included). */
+void dwf_optim_step(dwf_optim *o, double lr);
+
+/* Serialized state is the raw float buffer plus t. */
+int64_t dwf_optim_state_floats(const dwf_optim *o);
+
+#endif

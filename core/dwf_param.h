@@ -1,0 +1,80 @@
+/*
+ * dwf_param.h - a factorized parameter tensor w = f_1 * ... * f_D.
+ *
+ * A dwf_param owns its D factor arrays, their gradients, the collapsed
+ * weight w, its gradient gw and an optional fixed 0/1 mask; all are freed
+ * by dwf_param_free(). With D = 1, w aliases f[0] (no copy).
+ *
+ * The network computes with w; the factor gradients follow by the chain
+ * rule g_d = gw * prod_{k != d} f_k, computed with prefix and suffix
+ * products so that a factor exactly zero is handled without division.
+ * The penalty (lambda / D) * sum_d ||f_d||^2 has the same minima as
+ * lambda * sum |w|^(2/D) on the collapsed weight.
+ */
+#ifndef DWF_PARAM_H
+#define DWF_PARAM_H
+
+#include <stdint.h>
+
+#include "dwf_arch.h"
+#include "dwf_err.h"
+#include "dwf_rng.h"
+
+typedef enum dwf_init_kind {
+    DWF_INIT_AUTO = 0, /* dwf for D >= 2, kaiming for D = 1 */
+    DWF_INIT_DWF,      /* factors ~ N(0, sigma^(2/D)), truncated */
+    DWF_INIT_NAIVE,    /* every factor ~ N(0, sigma^2): collapsed var sigma^(2D) */
+    DWF_INIT_KAIMING,  /* D = 1 only: w ~ N(0, sigma^2) */
+} dwf_init_kind;
+
+typedef struct dwf_param {
+    int64_t n;                  /* entries */
+    int depth;                  /* D, 1..DWF_MAX_DEPTH */
+    int decay;                  /* penalized (weights; factorized biases) */
+    float *f[DWF_MAX_DEPTH];    /* factors */
+    float *g[DWF_MAX_DEPTH];    /* factor gradients (incl. penalty) */
+    float *w;                   /* collapsed weight (== f[0] when D = 1) */
+    float *gw;                  /* d loss / d w */
+    uint8_t *mask;              /* NULL, or 1 = free, 0 = held at zero */
+} dwf_param;
+
+int dwf_param_alloc(dwf_param *p, int64_t n, int depth, int decay,
+                    dwf_err *err);
+void dwf_param_free(dwf_param *p);
+
+/* Attaches a mask (copied; NULL removes it) and zeroes masked entries of
+ * the first factor and of w. */
+int dwf_param_set_mask(dwf_param *p, const uint8_t *mask, dwf_err *err);
+
+/* w = prod_d f_d (and masked entries forced to 0). */
+void dwf_param_collapse(dwf_param *p);
+
+/* g_d = gw * prod_{k != d} f_k + (2 lambda / D) f_d; masked entries get 0.
+ * Returns the penalty value (lambda / D) * sum_d ||f_d||^2 (accumulated in
+ * double). scratch holds 2 * n floats. */
+double dwf_param_factor_grads(dwf_param *p, double lambda, float *scratch);
+
+/* Penalty value alone. */
+double dwf_param_penalty(const dwf_param *p, double lambda);
+
+/* Initializes the factors so that w has the standard deviation sigma:
+ *  - DWF: each factor from N(0, sigma^(2/D)), rejection-sampled until
+ *    (eps_init * sigma)^(1/D) < |f| < min(1, (2 sigma)^(1/D));
+ *  - NAIVE: each factor from N(0, sigma^2);
+ *  - KAIMING: D must be 1, w from N(0, sigma^2).
+ * Zero init (sigma = 0) sets w = 0 for D = 1 and f = 1 for biases in
+ * dwf_param_init_const(). Then collapses. */
+int dwf_param_init(dwf_param *p, dwf_init_kind kind, double sigma,
+                   double eps_init, dwf_rng *rng, dwf_err *err);
+
+/* Sets every factor so that w = value: f_1 = value, f_{d>1} = 1. */
+void dwf_param_init_const(dwf_param *p, float value);
+
+/* The truncation interval of DWF init for (sigma, D, eps_init). */
+void dwf_init_bounds(double sigma, int depth, double eps_init, double *lo,
+                     double *hi);
+
+/* Number of entries of w with |w| >= eps (non-zero after thresholding). */
+int64_t dwf_param_count_nonzero(const dwf_param *p, float eps);
+
+#endif

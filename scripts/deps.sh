@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages dwf needs, when run as root and any is
+# missing. Used by `make run`, `make deps` and .ci/run. Without root it only
+# reports what is missing.
+set -eu
+build="gcc make pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev \
+libsqlite3-dev check zlib1g-dev dataset-fashion-mnist"
+tests="python3-numpy python3-scipy python3-torch libcurl4-openssl-dev curl \
+chromium nodejs wrk"
+want="$build"
+[ "${1:-}" = "--tests" ] && want="$build $tests"
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "dwf: missing Debian packages:$missing (run as root to install)" >&2
+    exit 1
+fi
+echo "dwf: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
