@@ -1,0 +1,48 @@
+/*
+ * dwf_job.h - running one job spec end to end: load its data, build the
+ * trainer, resume from a checkpoint when given one, train with hooks for
+ * metrics, progress and checkpoints, and build the sparse model.
+ *
+ * Shared by `dwf train` and dwfd's workers, so both train the same way.
+ * The caller owns the spec and receives a dwf_smodel it must free with
+ * dwf_smodel_free(). Hooks run on the training thread.
+ */
+#ifndef DWF_JOB_H
+#define DWF_JOB_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dwf_sparse.h"
+#include "dwf_spec.h"
+#include "dwf_train.h"
+
+typedef struct dwf_job_hooks {
+    void *ud;
+    /* After each epoch; non-zero return stops the run (as a cancel). */
+    int (*on_epoch)(const dwf_metrics *m, void *ud);
+    /* After each batch (may be NULL). */
+    void (*on_batch)(int epoch, int batch, int n_batches, void *ud);
+    /* A checkpoint of the whole training state (may be NULL). Called every
+     * checkpoint_every epochs and once more when the run is canceled, so
+     * that it can resume. Non-zero return is an error that fails the job. */
+    int (*on_checkpoint)(const uint8_t *buf, size_t len, int epoch,
+                         int64_t step, void *ud);
+    const atomic_int *cancel;      /* may be NULL */
+    const uint8_t *resume;         /* checkpoint to resume from, or NULL */
+    size_t resume_len;
+    int checkpoint_every;          /* epochs; 0 = never (except on cancel) */
+} dwf_job_hooks;
+
+/* Runs spec to completion. On success fills *model (sparse model with the
+ * spec text and final metrics) and *final (last epoch's metrics).
+ * Returns DWF_ECANCELED when stopped (after the cancel checkpoint). */
+int dwf_job_run(dwf_spec *spec, const dwf_job_hooks *hooks, dwf_smodel *model,
+                dwf_metrics *final, dwf_err *err);
+
+/* Sets the BLAS thread count of this process (OpenBLAS keeps it global);
+ * front ends call it, never the library. */
+void dwf_blas_threads(int n);
+
+#endif
