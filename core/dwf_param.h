@@ -51,8 +51,9 @@ void dwf_param_collapse(dwf_param *p);
 
 /* g_d = gw * prod_{k != d} f_k + (2 lambda / D) f_d; masked entries get 0.
  * Returns the penalty value (lambda / D) * sum_d ||f_d||^2 (accumulated in
- * double). scratch holds 2 * n floats. */
+ * double). scratch holds DWF_PARAM_SCRATCH floats. */
 double dwf_param_factor_grads(dwf_param *p, double lambda, float *scratch);
+#define DWF_PARAM_SCRATCH 1024 /* floats of scratch factor_grads needs */
 
 /* Penalty value alone. */
 double dwf_param_penalty(const dwf_param *p, double lambda);

@@ -1,0 +1,295 @@
+/*
+ * dwf_param.c - factorized parameters: collapse, factor gradients without
+ * division, penalty, masks and the DWF / naive / Kaiming initializations.
+ *
+ * The elementwise passes work on blocks of BLOCK entries so that the
+ * running products stay in L1 and the loops vectorize.
+ */
+#include "dwf_param.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOCK (DWF_PARAM_SCRATCH / 2)
+
+int dwf_param_alloc(dwf_param *p, int64_t n, int depth, int decay,
+                    dwf_err *err)
+{
+    memset(p, 0, sizeof *p);
+    if (n <= 0 || depth < 1 || depth > DWF_MAX_DEPTH)
+        return dwf_errorf(err, DWF_EINVAL, "parameter of %lld entries, depth %d",
+                          (long long)n, depth);
+    p->n = n;
+    p->depth = depth;
+    p->decay = decay;
+    size_t bytes = (size_t)n * sizeof(float);
+    for (int d = 0; d < depth; d++) {
+        p->f[d] = calloc(1, bytes);
+        p->g[d] = calloc(1, bytes);
+        if (!p->f[d] || !p->g[d])
+            goto oom;
+    }
+    if (depth == 1) {
+        p->w = p->f[0];
+        p->gw = p->g[0];
+    } else {
+        p->w = calloc(1, bytes);
+        p->gw = calloc(1, bytes);
+        if (!p->w || !p->gw)
+            goto oom;
+    }
+    return 0;
+oom:
+    dwf_param_free(p);
+    return dwf_errorf(err, DWF_ENOMEM, "out of memory for a parameter of %lld entries",
+                      (long long)n);
+}
+
+void dwf_param_free(dwf_param *p)
+{
+    if (p->depth > 1) {
+        free(p->w);
+        free(p->gw);
+    }
+    for (int d = 0; d < DWF_MAX_DEPTH; d++) {
+        free(p->f[d]);
+        free(p->g[d]);
+    }
+    free(p->mask);
+    memset(p, 0, sizeof *p);
+}
+
+int dwf_param_set_mask(dwf_param *p, const uint8_t *mask, dwf_err *err)
+{
+    if (!mask) {
+        free(p->mask);
+        p->mask = NULL;
+        return 0;
+    }
+    if (!p->mask) {
+        p->mask = malloc((size_t)p->n);
+        if (!p->mask)
+            return dwf_errorf(err, DWF_ENOMEM, "out of memory for a mask");
+    }
+    memcpy(p->mask, mask, (size_t)p->n);
+    for (int64_t i = 0; i < p->n; i++)
+        if (!p->mask[i])
+            p->f[0][i] = 0.0f;
+    dwf_param_collapse(p);
+    return 0;
+}
+
+void dwf_param_collapse(dwf_param *p)
+{
+    int64_t n = p->n;
+    if (p->depth > 1) {
+        memcpy(p->w, p->f[0], (size_t)n * sizeof(float));
+        for (int d = 1; d < p->depth; d++) {
+            const float *f = p->f[d];
+            float *w = p->w;
+            for (int64_t i = 0; i < n; i++)
+                w[i] *= f[i];
+        }
+    }
+    if (p->mask) {
+        for (int64_t i = 0; i < n; i++)
+            if (!p->mask[i])
+                p->w[i] = 0.0f;
+    }
+}
+
+double dwf_param_penalty(const dwf_param *p, double lambda)
+{
+    if (!p->decay || lambda == 0.0)
+        return 0.0;
+    double s = 0.0;
+    for (int d = 0; d < p->depth; d++) {
+        const float *f = p->f[d];
+        double acc = 0.0;
+        for (int64_t i = 0; i < p->n; i++)
+            acc += (double)f[i] * f[i];
+        s += acc;
+    }
+    return lambda / p->depth * s;
+}
+
+double dwf_param_factor_grads(dwf_param *p, double lambda, float *scratch)
+{
+    const int D = p->depth;
+    const int64_t n = p->n;
+    const float c = p->decay ? (float)(2.0 * lambda / D) : 0.0f;
+    double penalty = p->decay ? dwf_param_penalty(p, lambda) : 0.0;
+    if (D == 1) {
+        /* g aliases gw: add the penalty gradient in place. */
+        float *g = p->g[0];
+        const float *f = p->f[0];
+        if (c != 0.0f)
+            for (int64_t i = 0; i < n; i++)
+                g[i] += c * f[i];
+    } else {
+        float *run = scratch, *pre = scratch + BLOCK;
+        for (int64_t s = 0; s < n; s += BLOCK) {
+            int m = (int)(n - s < BLOCK ? n - s : BLOCK);
+            /* suffix pass: g_d = gw * prod_{k>d} f_k */
+            memcpy(run, p->gw + s, (size_t)m * sizeof(float));
+            for (int d = D - 1; d >= 0; d--) {
+                float *g = p->g[d] + s;
+                const float *f = p->f[d] + s;
+                for (int i = 0; i < m; i++) {
+                    g[i] = run[i];
+                    run[i] *= f[i];
+                }
+            }
+            /* prefix pass: g_d *= prod_{k<d} f_k, plus the penalty term */
+            for (int i = 0; i < m; i++)
+                pre[i] = 1.0f;
+            for (int d = 0; d < D; d++) {
+                float *g = p->g[d] + s;
+                const float *f = p->f[d] + s;
+                for (int i = 0; i < m; i++) {
+                    g[i] = g[i] * pre[i] + c * f[i];
+                    pre[i] *= f[i];
+                }
+            }
+        }
+    }
+    if (p->mask) {
+        for (int d = 0; d < D; d++)
+            for (int64_t i = 0; i < n; i++)
+                if (!p->mask[i])
+                    p->g[d][i] = 0.0f;
+    }
+    return penalty;
+}
+
+/* ---- initialization --------------------------------------------------- */
+
+static double phi(double x)
+{
+    return exp(-0.5 * x * x) * 0.3989422804014327;
+}
+
+static double Phi(double x)
+{
+    return 0.5 * erfc(-x * 0.7071067811865476);
+}
+
+/* E[z^2 | a < |z| < b] for a standard normal z. */
+static double trunc_m2(double a, double b)
+{
+    double mass = Phi(b) - Phi(a);
+    if (mass <= 1e-300)
+        return a * a;
+    return 1.0 + (a * phi(a) - b * phi(b)) / mass;
+}
+
+/*
+ * The DWF interval, applied to a standardized draw z (a < |z| < b with
+ * a = eps_init^(1/D), b = 2^(1/D)), then rescaled by scale = s / sqrt(E z^2)
+ * with s = sigma^(1/D), so that Var(f) = sigma^(2/D) exactly and the
+ * collapsed Var(w) = sigma^2 (VarMatch after truncation). The upper end is
+ * capped at 1 (|f| < 1); the cap and the scale are solved together.
+ */
+static void dwf_interval(double sigma, int depth, double eps_init, double *za,
+                         double *zb, double *scale)
+{
+    double s = pow(sigma, 1.0 / depth);
+    double a = pow(eps_init, 1.0 / depth), b = pow(2.0, 1.0 / depth);
+    double k = s / sqrt(trunc_m2(a, b));
+    for (int it = 0; it < 50 && b * k > 1.0; it++) {
+        b = 1.0 / k;
+        if (b <= a * 1.0001) {
+            b = a * 1.0001;
+            break;
+        }
+        k = s / sqrt(trunc_m2(a, b));
+    }
+    *za = a;
+    *zb = b;
+    *scale = k;
+}
+
+void dwf_init_bounds(double sigma, int depth, double eps_init, double *lo,
+                     double *hi)
+{
+    double a, b, k;
+    dwf_interval(sigma, depth, eps_init, &a, &b, &k);
+    *lo = a * k;
+    *hi = b * k;
+}
+
+static float draw_truncated(dwf_rng *rng, double a, double b)
+{
+    for (;;) {
+        double z = dwf_rng_normal(rng);
+        double m = fabs(z);
+        if (m > a && m < b)
+            return (float)z;
+        /* Narrow intervals far from 0: fall back to uniform magnitude. */
+        if (Phi(b) - Phi(a) < 1e-3) {
+            double u = a + (b - a) * dwf_rng_uniform(rng);
+            return (float)(dwf_rng_uniform(rng) < 0.5 ? -u : u);
+        }
+    }
+}
+
+int dwf_param_init(dwf_param *p, dwf_init_kind kind, double sigma,
+                   double eps_init, dwf_rng *rng, dwf_err *err)
+{
+    const int D = p->depth;
+    if (kind == DWF_INIT_AUTO)
+        kind = D == 1 ? DWF_INIT_KAIMING : DWF_INIT_DWF;
+    if (!(sigma > 0.0) || !isfinite(sigma))
+        return dwf_errorf(err, DWF_EINVAL, "init: std %g must be > 0", sigma);
+    switch (kind) {
+    case DWF_INIT_KAIMING:
+        if (D != 1)
+            return dwf_errorf(err, DWF_EINVAL,
+                              "init: kaiming needs depth 1 (got %d)", D);
+        /* with D = 1 naive and kaiming coincide */
+        __attribute__((fallthrough));
+    case DWF_INIT_NAIVE:
+        for (int d = 0; d < D; d++)
+            for (int64_t i = 0; i < p->n; i++)
+                p->f[d][i] = (float)(sigma * dwf_rng_normal(rng));
+        break;
+    case DWF_INIT_DWF: {
+        if (!(eps_init > 0.0 && eps_init < 2.0))
+            return dwf_errorf(err, DWF_EINVAL,
+                              "init: eps_init %g must be in (0, 2)", eps_init);
+        double a, b, k;
+        dwf_interval(sigma, D, eps_init, &a, &b, &k);
+        for (int d = 0; d < D; d++)
+            for (int64_t i = 0; i < p->n; i++)
+                p->f[d][i] = (float)(k * draw_truncated(rng, a, b));
+        break;
+    }
+    default:
+        return dwf_errorf(err, DWF_EINVAL, "init: unknown kind %d", (int)kind);
+    }
+    if (p->mask)
+        for (int64_t i = 0; i < p->n; i++)
+            if (!p->mask[i])
+                p->f[0][i] = 0.0f;
+    dwf_param_collapse(p);
+    return 0;
+}
+
+void dwf_param_init_const(dwf_param *p, float value)
+{
+    for (int64_t i = 0; i < p->n; i++)
+        p->f[0][i] = value;
+    for (int d = 1; d < p->depth; d++)
+        for (int64_t i = 0; i < p->n; i++)
+            p->f[d][i] = 1.0f;
+    dwf_param_collapse(p);
+}
+
+int64_t dwf_param_count_nonzero(const dwf_param *p, float eps)
+{
+    int64_t nz = 0;
+    for (int64_t i = 0; i < p->n; i++)
+        nz += fabsf(p->w[i]) >= eps;
+    return nz;
+}
