@@ -6,7 +6,7 @@
 #   make bench      benchmarks (see bench/README.md)
 
 CC      ?= cc
-OPT     ?= -O2
+OPT     ?= -O2 -fvect-cost-model=dynamic
 CFLAGS  ?= $(OPT) -g
 WARN    := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE
 DEPS    := jansson libmicrohttpd sqlite3 zlib

@@ -4,12 +4,24 @@
  * that the compiler vectorizes.
  */
 #include "dwf_layers.h"
+#include "dwf_simd.h"
 
 #include <cblas.h>
 #include <float.h>
 #include <string.h>
 
 /* ---- dense ------------------------------------------------------------ */
+
+DWF_VEC static void col_sums(const float *restrict dy, int b, int out,
+                             float *restrict sums)
+{
+    memset(sums, 0, (size_t)out * sizeof(float));
+    for (int i = 0; i < b; i++) {
+        const float *restrict r = dy + (size_t)i * out;
+        for (int j = 0; j < out; j++)
+            sums[j] += r[j];
+    }
+}
 
 void dwf_dense_forward(const float *x, const float *w, const float *bias,
                        int b, int in, int out, float *y)
@@ -28,14 +40,8 @@ void dwf_dense_backward(const float *x, const float *w, const float *dy,
 {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, b, 1.0f, dy,
                 out, x, in, 0.0f, dw, in);
-    if (dbias) {
-        memset(dbias, 0, (size_t)out * sizeof(float));
-        for (int i = 0; i < b; i++) {
-            const float *r = dy + (size_t)i * out;
-            for (int j = 0; j < out; j++)
-                dbias[j] += r[j];
-        }
-    }
+    if (dbias)
+        col_sums(dy, b, out, dbias);
     if (dx)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, out,
                     1.0f, dy, out, w, in, 0.0f, dx, in);
@@ -208,13 +214,14 @@ void dwf_maxpool_backward(int c, int h, int w, int out_h, int out_w,
 
 /* ---- relu ------------------------------------------------------------- */
 
-void dwf_relu_forward(const float *x, int64_t n, float *y)
+DWF_VEC void dwf_relu_forward(const float *x, int64_t n, float *y)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-void dwf_relu_backward(const float *y, const float *dy, int64_t n, float *dx)
+DWF_VEC void dwf_relu_backward(const float *y, const float *dy, int64_t n,
+                               float *dx)
 {
     for (int64_t i = 0; i < n; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;

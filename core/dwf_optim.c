@@ -3,6 +3,7 @@
  * parameter, and the learning-rate schedules.
  */
 #include "dwf_optim.h"
+#include "dwf_simd.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -59,6 +60,12 @@ int dwf_optim_create(dwf_optim *o, const dwf_optim_opts *opts,
     else if (opts->momentum > 0.0)
         per = 1;
     o->n_floats = total * per;
+    o->gbuf = malloc(((size_t)DWF_MAX_DEPTH * DWF_PARAM_BLOCK + DWF_PARAM_SCRATCH) *
+                     sizeof(float));
+    if (!o->gbuf) {
+        dwf_optim_free(o);
+        return dwf_errorf(err, DWF_ENOMEM, "out of memory for the optimizer");
+    }
     if (o->n_floats > 0) {
         o->state = calloc((size_t)o->n_floats, sizeof(float));
         if (!o->state) {
@@ -75,6 +82,7 @@ void dwf_optim_free(dwf_optim *o)
 {
     free(o->params);
     free(o->state);
+    free(o->gbuf);
     memset(o, 0, sizeof *o);
 }
 
@@ -83,14 +91,14 @@ int64_t dwf_optim_state_floats(const dwf_optim *o)
     return o->n_floats;
 }
 
-static void sgd_plain(float *restrict f, const float *restrict g, int64_t n,
+DWF_VEC static void sgd_plain(float *restrict f, const float *restrict g, int64_t n,
                       float lr)
 {
     for (int64_t i = 0; i < n; i++)
         f[i] -= lr * g[i];
 }
 
-static void sgd_momentum(float *restrict f, const float *restrict g,
+DWF_VEC static void sgd_momentum(float *restrict f, const float *restrict g,
                          float *restrict v, int64_t n, float lr, float mu,
                          int nesterov)
 {
@@ -107,7 +115,7 @@ static void sgd_momentum(float *restrict f, const float *restrict g,
     }
 }
 
-static void adam(float *restrict f, const float *restrict g, float *restrict m,
+DWF_VEC static void adam(float *restrict f, const float *restrict g, float *restrict m,
                  float *restrict v, int64_t n, float lr_t, float b1, float b2,
                  float eps)
 {
@@ -118,40 +126,94 @@ static void adam(float *restrict f, const float *restrict g, float *restrict m,
     }
 }
 
-void dwf_optim_step(dwf_optim *o, double lr)
+typedef struct step_consts {
+    float lr, mu, b1, b2, eps;
+} step_consts;
+
+static step_consts consts(dwf_optim *o, double lr)
 {
     const dwf_optim_opts *op = &o->opts;
-    o->t++;
-    float *st = o->state;
-    double lr_t = lr, eps = op->adam_eps;
+    step_consts k = {(float)lr, (float)op->momentum, (float)op->beta1,
+                     (float)op->beta2, (float)op->adam_eps};
     if (op->kind == DWF_OPT_ADAM) {
         double c1 = 1.0 - pow(op->beta1, (double)o->t);
         double c2 = 1.0 - pow(op->beta2, (double)o->t);
-        lr_t = lr * sqrt(c2) / c1;
-        eps = op->adam_eps * sqrt(c2);
+        k.lr = (float)(lr * sqrt(c2) / c1);
+        k.eps = (float)(op->adam_eps * sqrt(c2));
     }
+    return k;
+}
+
+/* Updates f[0..n) with g; st is this factor's state (NULL for plain SGD;
+ * Adam keeps m at st and v at st + stride). */
+static void update(const dwf_optim *o, const step_consts *k, float *f,
+                   const float *g, float *st, int64_t stride, int64_t n)
+{
+    if (o->opts.kind == DWF_OPT_ADAM)
+        adam(f, g, st, st + stride, n, k->lr, k->b1, k->b2, k->eps);
+    else if (st)
+        sgd_momentum(f, g, st, n, k->lr, k->mu, o->opts.nesterov);
+    else
+        sgd_plain(f, g, n, k->lr);
+}
+
+static int64_t state_per_factor(const dwf_optim *o, const dwf_param *p)
+{
+    if (o->opts.kind == DWF_OPT_ADAM)
+        return 2 * p->n;
+    return o->state ? p->n : 0;
+}
+
+void dwf_optim_step(dwf_optim *o, double lr)
+{
+    o->t++;
+    step_consts k = consts(o, lr);
+    float *st = o->state;
     for (int i = 0; i < o->n_params; i++) {
         dwf_param *p = o->params[i];
         for (int d = 0; d < p->depth; d++) {
-            float *f = p->f[d];
-            const float *g = p->g[d];
-            if (op->kind == DWF_OPT_ADAM) {
-                adam(f, g, st, st + p->n, p->n, (float)lr_t, (float)op->beta1,
-                     (float)op->beta2, (float)eps);
-                st += 2 * p->n;
-            } else if (st) {
-                sgd_momentum(f, g, st, p->n, (float)lr, (float)op->momentum,
-                             op->nesterov);
-                st += p->n;
-            } else {
-                sgd_plain(f, g, p->n, (float)lr);
-            }
-            /* masked gradients are zero, but momentum or Adam state may
-             * not be after a mask change: pin masked entries to zero */
+            update(o, &k, p->f[d], p->g[d], st, p->n, p->n);
+            st += state_per_factor(o, p);
             if (p->mask && d == 0)
                 for (int64_t j = 0; j < p->n; j++)
                     if (!p->mask[j])
-                        f[j] = 0.0f;
+                        p->f[0][j] = 0.0f;
         }
     }
+}
+
+double dwf_optim_update(dwf_optim *o, double lr, double lambda)
+{
+    o->t++;
+    step_consts k = consts(o, lr);
+    float *st = o->state;
+    double pen = 0.0;
+    float *scratch = o->gbuf + (size_t)DWF_MAX_DEPTH * DWF_PARAM_BLOCK;
+    for (int i = 0; i < o->n_params; i++) {
+        dwf_param *p = o->params[i];
+        const int D = p->depth;
+        const float c = p->decay ? (float)(2.0 * lambda / D) : 0.0f;
+        const int64_t per = state_per_factor(o, p);
+        double ss = 0.0;
+        for (int64_t s = 0; s < p->n; s += DWF_PARAM_BLOCK) {
+            int m = (int)(p->n - s < DWF_PARAM_BLOCK ? p->n - s : DWF_PARAM_BLOCK);
+            float *g[DWF_MAX_DEPTH];
+            for (int d = 0; d < D; d++)
+                g[d] = o->gbuf + (size_t)d * DWF_PARAM_BLOCK;
+            ss += dwf_param_grads_range(p, s, m, c, g, scratch);
+            for (int d = 0; d < D; d++) {
+                if (p->mask)
+                    for (int j = 0; j < m; j++)
+                        if (!p->mask[s + j])
+                            g[d][j] = 0.0f;
+                update(o, &k, p->f[d] + s, g[d], st ? st + d * per + s : NULL,
+                       p->n, m);
+            }
+            dwf_param_collapse_range(p, s, m);
+        }
+        st += D * per;
+        if (p->decay)
+            pen += lambda / D * ss;
+    }
+    return pen;
 }

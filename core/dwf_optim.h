@@ -52,15 +52,25 @@ typedef struct dwf_optim {
     int64_t n_floats;          /* size of state */
     float *state;              /* SGD: velocity; Adam: m then v, per factor */
     int64_t t;                 /* steps taken (Adam bias correction) */
+    float *gbuf;               /* DWF_MAX_DEPTH blocks of gradients + scratch */
 } dwf_optim;
 
 int dwf_optim_create(dwf_optim *o, const dwf_optim_opts *opts,
                      dwf_param **params, int n_params, dwf_err *err);
 void dwf_optim_free(dwf_optim *o);
 
-/* One update of every factor with its gradient g at learning rate lr.
- * Masked entries stay exactly zero (state included). */
+/* One update of every factor with its gradient g at learning rate lr
+ * (gradients already in p->g, e.g. from dwf_param_factor_grads). Masked
+ * entries stay exactly zero. */
 void dwf_optim_step(dwf_optim *o, double lr);
+
+/* The training step after backward: for every parameter, block by block
+ * while the block is in cache, compute the factor gradients from gw (with
+ * the penalty term for decayed parameters), update the factors and
+ * collapse them into w. Same result as dwf_param_factor_grads +
+ * dwf_optim_step + dwf_param_collapse, with a third of the memory traffic
+ * and without touching p->g. Returns the penalty value before the step. */
+double dwf_optim_update(dwf_optim *o, double lr, double lambda);
 
 /* Serialized state is the raw float buffer plus t. */
 int64_t dwf_optim_state_floats(const dwf_optim *o);

@@ -6,12 +6,13 @@
  * running products stay in L1 and the loops vectorize.
  */
 #include "dwf_param.h"
+#include "dwf_simd.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define BLOCK (DWF_PARAM_SCRATCH / 2)
+#define BLOCK DWF_PARAM_BLOCK
 
 int dwf_param_alloc(dwf_param *p, int64_t n, int depth, int decay,
                     dwf_err *err)
@@ -80,17 +81,20 @@ int dwf_param_set_mask(dwf_param *p, const uint8_t *mask, dwf_err *err)
     return 0;
 }
 
+DWF_VEC static void mul_into(float *restrict w, const float *restrict f,
+                             int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        w[i] *= f[i];
+}
+
 void dwf_param_collapse(dwf_param *p)
 {
     int64_t n = p->n;
     if (p->depth > 1) {
         memcpy(p->w, p->f[0], (size_t)n * sizeof(float));
-        for (int d = 1; d < p->depth; d++) {
-            const float *f = p->f[d];
-            float *w = p->w;
-            for (int64_t i = 0; i < n; i++)
-                w[i] *= f[i];
-        }
+        for (int d = 1; d < p->depth; d++)
+            mul_into(p->w, p->f[d], n);
     }
     if (p->mask) {
         for (int64_t i = 0; i < n; i++)
@@ -99,68 +103,125 @@ void dwf_param_collapse(dwf_param *p)
     }
 }
 
+/* Sum of squares: float partial sums over blocks of BLOCK entries (exact
+ * enough for a block), accumulated in double. */
+#define LANES 16
+
+/* Sum of squares of m <= BLOCK floats, in LANES partial sums so that the
+ * loop vectorizes (the order is fixed, so results are deterministic). */
+static inline float block_sumsq(const float *restrict f, int m)
+{
+    float acc[LANES] = {0};
+    int i = 0;
+    for (; i + LANES <= m; i += LANES)
+        for (int k = 0; k < LANES; k++)
+            acc[k] += f[i + k] * f[i + k];
+    float s = 0.0f;
+    for (; i < m; i++)
+        s += f[i] * f[i];
+    for (int k = 0; k < LANES; k++)
+        s += acc[k];
+    return s;
+}
+
+DWF_VEC static double sumsq(const float *restrict f, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t b = 0; b < n; b += BLOCK)
+        s += block_sumsq(f + b, (int)(n - b < BLOCK ? n - b : BLOCK));
+    return s;
+}
+
 double dwf_param_penalty(const dwf_param *p, double lambda)
 {
     if (!p->decay || lambda == 0.0)
         return 0.0;
     double s = 0.0;
-    for (int d = 0; d < p->depth; d++) {
-        const float *f = p->f[d];
-        double acc = 0.0;
-        for (int64_t i = 0; i < p->n; i++)
-            acc += (double)f[i] * f[i];
-        s += acc;
-    }
+    for (int d = 0; d < p->depth; d++)
+        s += sumsq(p->f[d], p->n);
     return lambda / p->depth * s;
+}
+
+/* One block of m <= BLOCK entries: the suffix pass sets g_d = gw *
+ * prod_{k>d} f_k, the prefix pass multiplies by prod_{k<d} f_k and adds the
+ * penalty gradient c f_d. Returns the block's sum of squares of factors. */
+DWF_VEC static float grads_block(int D, float *const *f, float *const *g,
+                                 const float *restrict gw, float c, int m,
+                                 float *restrict run, float *restrict pre)
+{
+    float ss = 0.0f;
+    memcpy(run, gw, (size_t)m * sizeof(float));
+    for (int d = D - 1; d >= 0; d--) {
+        float *restrict gd = g[d];
+        const float *restrict fd = f[d];
+        for (int i = 0; i < m; i++) {
+            gd[i] = run[i];
+            run[i] *= fd[i];
+        }
+    }
+    for (int i = 0; i < m; i++)
+        pre[i] = 1.0f;
+    for (int d = 0; d < D; d++) {
+        float *restrict gd = g[d];
+        const float *restrict fd = f[d];
+        for (int i = 0; i < m; i++) {
+            gd[i] = gd[i] * pre[i] + c * fd[i];
+            pre[i] *= fd[i];
+        }
+        ss += block_sumsq(fd, m);
+    }
+    return ss;
+}
+
+float dwf_param_grads_range(const dwf_param *p, int64_t s, int m, float c,
+                            float *const *g, float *scratch)
+{
+    if (p->depth == 1) {
+        /* g_1 = gw + c f (g may alias gw) */
+        const float *gw = p->gw + s, *f = p->f[0] + s;
+        float *g0 = g[0];
+        for (int i = 0; i < m; i++)
+            g0[i] = gw[i] + c * f[i];
+        return block_sumsq(f, m);
+    }
+    float *f[DWF_MAX_DEPTH];
+    for (int d = 0; d < p->depth; d++)
+        f[d] = p->f[d] + s;
+    return grads_block(p->depth, f, g, p->gw + s, c, m, scratch,
+                       scratch + BLOCK);
+}
+
+void dwf_param_collapse_range(dwf_param *p, int64_t s, int m)
+{
+    if (p->mask)
+        for (int i = 0; i < m; i++)
+            if (!p->mask[s + i])
+                p->f[0][s + i] = 0.0f;
+    if (p->depth > 1) {
+        memcpy(p->w + s, p->f[0] + s, (size_t)m * sizeof(float));
+        for (int d = 1; d < p->depth; d++)
+            mul_into(p->w + s, p->f[d] + s, m);
+    }
 }
 
 double dwf_param_factor_grads(dwf_param *p, double lambda, float *scratch)
 {
     const int D = p->depth;
-    const int64_t n = p->n;
     const float c = p->decay ? (float)(2.0 * lambda / D) : 0.0f;
-    double penalty = p->decay ? dwf_param_penalty(p, lambda) : 0.0;
-    if (D == 1) {
-        /* g aliases gw: add the penalty gradient in place. */
-        float *g = p->g[0];
-        const float *f = p->f[0];
-        if (c != 0.0f)
-            for (int64_t i = 0; i < n; i++)
-                g[i] += c * f[i];
-    } else {
-        float *run = scratch, *pre = scratch + BLOCK;
-        for (int64_t s = 0; s < n; s += BLOCK) {
-            int m = (int)(n - s < BLOCK ? n - s : BLOCK);
-            /* suffix pass: g_d = gw * prod_{k>d} f_k */
-            memcpy(run, p->gw + s, (size_t)m * sizeof(float));
-            for (int d = D - 1; d >= 0; d--) {
-                float *g = p->g[d] + s;
-                const float *f = p->f[d] + s;
-                for (int i = 0; i < m; i++) {
-                    g[i] = run[i];
-                    run[i] *= f[i];
-                }
-            }
-            /* prefix pass: g_d *= prod_{k<d} f_k, plus the penalty term */
-            for (int i = 0; i < m; i++)
-                pre[i] = 1.0f;
-            for (int d = 0; d < D; d++) {
-                float *g = p->g[d] + s;
-                const float *f = p->f[d] + s;
-                for (int i = 0; i < m; i++) {
-                    g[i] = g[i] * pre[i] + c * f[i];
-                    pre[i] *= f[i];
-                }
-            }
-        }
-    }
-    if (p->mask) {
+    double ss = 0.0;
+    for (int64_t s = 0; s < p->n; s += BLOCK) {
+        int m = (int)(p->n - s < BLOCK ? p->n - s : BLOCK);
+        float *g[DWF_MAX_DEPTH];
         for (int d = 0; d < D; d++)
-            for (int64_t i = 0; i < n; i++)
-                if (!p->mask[i])
-                    p->g[d][i] = 0.0f;
+            g[d] = p->g[d] + s;
+        ss += dwf_param_grads_range(p, s, m, c, g, scratch);
+        if (p->mask)
+            for (int d = 0; d < D; d++)
+                for (int i = 0; i < m; i++)
+                    if (!p->mask[s + i])
+                        g[d][i] = 0.0f;
     }
-    return penalty;
+    return p->decay ? lambda / D * ss : 0.0;
 }
 
 /* ---- initialization --------------------------------------------------- */

@@ -53,7 +53,18 @@ void dwf_param_collapse(dwf_param *p);
  * Returns the penalty value (lambda / D) * sum_d ||f_d||^2 (accumulated in
  * double). scratch holds DWF_PARAM_SCRATCH floats. */
 double dwf_param_factor_grads(dwf_param *p, double lambda, float *scratch);
-#define DWF_PARAM_SCRATCH 1024 /* floats of scratch factor_grads needs */
+#define DWF_PARAM_BLOCK 512    /* entries a range function handles at once */
+#define DWF_PARAM_SCRATCH 1024 /* floats of scratch the gradient functions need */
+
+/* The same for the entries [s, s + m) only, m <= DWF_PARAM_BLOCK, writing
+ * g[d][0..m) (g[0] may alias gw + s when D = 1); masks are not applied.
+ * Returns the sum of squares of those factor entries (for the penalty).
+ * Used by the optimizer to fuse gradients, update and collapse per block
+ * while the block is in cache. */
+float dwf_param_grads_range(const dwf_param *p, int64_t s, int m, float c,
+                            float *const *g, float *scratch);
+/* w[s, s + m) = prod_d f_d, zeroing masked entries of f_1 first. */
+void dwf_param_collapse_range(dwf_param *p, int64_t s, int m);
 
 /* Penalty value alone. */
 double dwf_param_penalty(const dwf_param *p, double lambda);

@@ -297,9 +297,7 @@ int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
                                   "learning rate or lambda", loss, t->epoch + 1,
                                   t->batch);
             dwf_model_backward(m, t->dlogits, b);
-            double pen = dwf_model_factor_grads(m, o->lambda);
-            dwf_optim_step(&t->optim, lr);
-            dwf_model_collapse(m);
+            double pen = dwf_optim_update(&t->optim, lr, o->lambda);
             t->step++;
             dwf_prune_after_step(t);
 
