@@ -260,6 +260,18 @@ int dwf_trainer_evaluate(dwf_trainer *t, dwf_metrics *mt, dwf_err *err)
     return 0;
 }
 
+/* The schedule runs over the training epochs; the fine-tuning epochs of
+ * magnitude pruning (after the mask is set) get a schedule of their own. */
+static double step_lr(const dwf_trainer *t)
+{
+    const dwf_train_opts *o = &t->opts;
+    int64_t nb = t->n_batches, main_steps = (int64_t)o->epochs * nb;
+    if (t->step >= main_steps && o->method == DWF_METHOD_MAGNITUDE)
+        return dwf_sched_lr(&o->optim, t->step - main_steps,
+                            (int64_t)o->finetune_epochs * nb, nb);
+    return dwf_sched_lr(&o->optim, t->step, main_steps, nb);
+}
+
 int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
                     dwf_batch_fn on_batch, void *ud,
                     const atomic_int *cancel, dwf_err *err)
@@ -268,7 +280,6 @@ int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
     const dwf_train_opts *o = &t->opts;
     const int B = o->batch_size, C = m->arch.n_classes, N = t->train->n;
     const int total_epochs = dwf_prune_total_epochs(t);
-    const int64_t total_steps = (int64_t)total_epochs * t->n_batches;
 
     while (t->epoch < total_epochs) {
         make_perm(t, t->epoch);
@@ -285,7 +296,7 @@ int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
             }
             int start = t->batch * B;
             int b = N - start < B ? N - start : B;
-            lr = dwf_sched_lr(&o->optim, t->step, total_steps, t->n_batches);
+            lr = step_lr(t);
 
             dwf_dataset_batch(t->train, &t->norm, t->perm + start, b, t->x, t->y);
             const float *logits = dwf_model_forward(m, t->x, b);
