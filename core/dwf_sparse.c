@@ -1,0 +1,1160 @@
+/*
+ * dwf_sparse.c - the sparse model: CSR weights, sparse inference and the
+ * .dwfm model file.
+ *
+ * Inference. Dense layers run in feature-major layout: the activations of
+ * a batch are transposed once to (features x b), so that Y^T = W X^T is a
+ * CSR product whose inner loop is a contiguous axpy over the batch (and
+ * the layout is kept through relu / flatten until a conv or pool layer or
+ * the logits need sample-major order again). A conv layer lowers each
+ * sample with dwf_im2col to (in_c k k) x (out_h out_w) and multiplies the
+ * CSR (out_c x in_c k k) with it. Layers denser than the crossover keep a
+ * dense copy and use cblas_sgemm / sgemv instead. Batch 1 is a SpMV.
+ *
+ * The .dwfm file format, version 1. Every integer and float is
+ * little-endian; "str" is a u32 byte length followed by that many bytes
+ * (no terminating NUL; length 0xffffffff = absent). Offsets from 0:
+ *
+ *   0   4  magic "DWFM" (44 57 46 4d)
+ *   4   4  u32 version = 1
+ *   8      architecture (the resolved dwf_arch):
+ *          i32 in_c, in_h, in_w, n_classes, depth, factorize_bias, n_layers
+ *          then n_layers layer records of 13 x i32 each:
+ *            kind (0 dense, 1 conv2d, 2 maxpool2d, 3 relu, 4 flatten),
+ *            units, filters, kernel, stride, padding, depth,
+ *            in_c, in_h, in_w, out_c, out_h, out_w
+ *          (the shapes are what dwf_arch_resolve() gives: the loader
+ *          resolves the layer list again and rejects any difference)
+ *      12  normalization: u32 kind (0 scale, 1 standardize, 2 none),
+ *          f32 mean, f32 std; network input = (raw - mean) / std
+ *       4  f32 eps: the threshold (|w| < eps became 0)
+ *          str spec: the job spec JSON text, or absent
+ *       4  u32 n_kv, then n_kv metrics: str key (1..39 bytes), f64 value
+ *       4  u32 n_weight: number of dense/conv2d layers, then for each of
+ *          them, in layer order:
+ *            u32 layer index in the layer list
+ *            u32 rows (dense: units; conv2d: filters)
+ *            u32 cols (dense: in_c in_h in_w; conv2d: in_c k k)
+ *            u64 nnz
+ *            i64 indptr[rows + 1]  (0 = indptr[0] <= ... <= indptr[rows] = nnz)
+ *            i32 indices[nnz]      (column of each value, ascending in a row)
+ *            f32 values[nnz]       (row-major over (out, in) / (out, c, kh, kw))
+ *            u32 n_bias (rows, or 0 = no bias), f32 bias[n_bias] (dense,
+ *            thresholded like the weights)
+ *       4  u32 CRC-32 (zlib polynomial) of every byte before it.
+ *
+ * The loader checks the magic, the version, the CRC, the layer list, the
+ * shapes against the architecture, the CSR structure and that the CRC
+ * immediately follows the last layer; any failure is DWF_EFORMAT.
+ */
+#include "dwf_sparse.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dwf_buf.h"
+#include "dwf_layers.h"
+#include "dwf_simd.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the .dwfm writer copies host values: it needs a little-endian host"
+#endif
+
+#define DWFM_MAGIC "DWFM"
+#define DWFM_VERSION 1u
+#define DWFM_MAX_KV 4096
+#define SPMM_BLOCK 256     /* columns of X handled at once in the CSR product */
+#define EVAL_BATCH 256
+
+/* ---- CSR --------------------------------------------------------------- */
+
+void dwf_csr_free(dwf_csr *c)
+{
+    if (!c)
+        return;
+    free(c->indptr);
+    free(c->indices);
+    free(c->values);
+    memset(c, 0, sizeof *c);
+}
+
+/* Allocates the arrays of a rows x cols CSR with nnz entries. */
+static int csr_alloc(dwf_csr *c, int rows, int cols, int64_t nnz)
+{
+    memset(c, 0, sizeof *c);
+    size_t n = nnz > 0 ? (size_t)nnz : 1;
+    c->indptr = malloc(((size_t)rows + 1) * sizeof *c->indptr);
+    c->indices = malloc(n * sizeof *c->indices);
+    c->values = malloc(n * sizeof *c->values);
+    if (!c->indptr || !c->indices || !c->values) {
+        dwf_csr_free(c);
+        return DWF_ENOMEM;
+    }
+    c->rows = rows;
+    c->cols = cols;
+    c->nnz = nnz;
+    c->indptr[0] = 0;
+    return 0;
+}
+
+int dwf_csr_from_dense(dwf_csr *c, const float *dense, int rows, int cols,
+                       float eps, dwf_err *err)
+{
+    memset(c, 0, sizeof *c);
+    if (rows < 0 || cols < 0)
+        return dwf_errorf(err, DWF_EINVAL, "csr: bad shape %dx%d", rows, cols);
+    int64_t total = (int64_t)rows * cols, nnz = 0;
+    for (int64_t i = 0; i < total; i++)
+        nnz += fabsf(dense[i]) >= eps;
+    if (csr_alloc(c, rows, cols, nnz))
+        return dwf_errorf(err, DWF_ENOMEM, "csr: out of memory for %dx%d "
+                          "with %lld non-zeros", rows, cols, (long long)nnz);
+    int64_t k = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *row = dense + (size_t)r * cols;
+        for (int j = 0; j < cols; j++) {
+            if (fabsf(row[j]) >= eps) {
+                c->indices[k] = j;
+                c->values[k++] = row[j];
+            }
+        }
+        c->indptr[r + 1] = k;
+    }
+    return 0;
+}
+
+/* y[r] = bias[r] + sum_k v[k] x[ix[k]] (bias may be NULL). Four partial
+ * sums break the dependency chain of the additions. */
+static void spmv(const dwf_csr *c, const float *restrict x,
+                 const float *restrict bias, float *restrict y)
+{
+    const int64_t *restrict ip = c->indptr;
+    const int32_t *restrict ix = c->indices;
+    const float *restrict v = c->values;
+    for (int r = 0; r < c->rows; r++) {
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        int64_t k = ip[r], e = ip[r + 1];
+        for (; k + 4 <= e; k += 4) {
+            s0 += v[k] * x[ix[k]];
+            s1 += v[k + 1] * x[ix[k + 1]];
+            s2 += v[k + 2] * x[ix[k + 2]];
+            s3 += v[k + 3] * x[ix[k + 3]];
+        }
+        for (; k < e; k++)
+            s0 += v[k] * x[ix[k]];
+        y[r] = (bias ? bias[r] : 0.0f) + ((s0 + s1) + (s2 + s3));
+    }
+}
+
+/* The rows of Y (rows x n) over columns [j0, j0 + nb): each row starts at
+ * its bias and gets one contiguous axpy per non-zero, four at a time so
+ * that each pass loads and stores the row of Y once per four non-zeros. */
+DWF_VEC static void spmm_block(const int64_t *restrict ip,
+                               const int32_t *restrict ix,
+                               const float *restrict v, int rows,
+                               const float *restrict x, size_t n, size_t j0,
+                               size_t nb, const float *restrict bias,
+                               float *restrict y)
+{
+    for (int r = 0; r < rows; r++) {
+        float *restrict yr = y + (size_t)r * n + j0;
+        const float b0 = bias ? bias[r] : 0.0f;
+        for (size_t j = 0; j < nb; j++)
+            yr[j] = b0;
+        int64_t k = ip[r], e = ip[r + 1];
+        for (; k + 4 <= e; k += 4) {
+            const float *restrict x0 = x + (size_t)ix[k] * n + j0;
+            const float *restrict x1 = x + (size_t)ix[k + 1] * n + j0;
+            const float *restrict x2 = x + (size_t)ix[k + 2] * n + j0;
+            const float *restrict x3 = x + (size_t)ix[k + 3] * n + j0;
+            const float v0 = v[k], v1 = v[k + 1], v2 = v[k + 2], v3 = v[k + 3];
+#pragma GCC ivdep
+            for (size_t j = 0; j < nb; j++)
+                yr[j] += (v0 * x0[j] + v1 * x1[j]) + (v2 * x2[j] + v3 * x3[j]);
+        }
+        for (; k < e; k++) {
+            const float *restrict x0 = x + (size_t)ix[k] * n + j0;
+            const float v0 = v[k];
+#pragma GCC ivdep
+            for (size_t j = 0; j < nb; j++)
+                yr[j] += v0 * x0[j];
+        }
+    }
+}
+
+/* Y (rows x n) = C X + bias (per row; may be NULL). */
+static void csr_mul(const dwf_csr *c, const float *x, int n, const float *bias,
+                    float *y)
+{
+    if (n == 1) {
+        spmv(c, x, bias, y);
+        return;
+    }
+    for (size_t j0 = 0; j0 < (size_t)n; j0 += SPMM_BLOCK) {
+        size_t nb = (size_t)n - j0 < SPMM_BLOCK ? (size_t)n - j0 : SPMM_BLOCK;
+        spmm_block(c->indptr, c->indices, c->values, c->rows, x, (size_t)n, j0,
+                   nb, bias, y);
+    }
+}
+
+void dwf_csr_matmul(const dwf_csr *c, const float *x, int n, float *y)
+{
+    if (n > 0)
+        csr_mul(c, x, n, NULL, y);
+}
+
+/* ---- building and freeing ---------------------------------------------- */
+
+void dwf_smodel_free(dwf_smodel *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < DWF_MAX_LAYERS; i++) {
+        dwf_csr_free(&s->w[i]);
+        free(s->dense[i]);
+        free(s->bias[i]);
+    }
+    free(s->spec);
+    free(s->kv);
+    memset(s, 0, sizeof *s);
+}
+
+/* Rows and columns of the weight matrix of layer i. */
+static void layer_dims(const dwf_arch *a, int i, int *rows, int *cols)
+{
+    const dwf_layer_spec *l = &a->layers[i];
+    if (l->kind == DWF_LAYER_CONV2D) {
+        *rows = l->filters;
+        *cols = l->in_c * l->kernel * l->kernel;
+    } else {
+        *rows = l->units;
+        *cols = l->in_c * l->in_h * l->in_w;
+    }
+}
+
+static int copy_meta(dwf_smodel *s, const char *spec, const dwf_kv *kv,
+                     int n_kv, dwf_err *err)
+{
+    if (n_kv < 0 || (n_kv > 0 && !kv))
+        return dwf_errorf(err, DWF_EINVAL, "sparse model: bad metric count %d",
+                          n_kv);
+    if (spec) {
+        s->spec = strdup(spec);
+        if (!s->spec)
+            return dwf_errorf(err, DWF_ENOMEM, "sparse model: out of memory");
+    }
+    if (n_kv > 0) {
+        s->kv = malloc((size_t)n_kv * sizeof *s->kv);
+        if (!s->kv)
+            return dwf_errorf(err, DWF_ENOMEM, "sparse model: out of memory");
+        for (int i = 0; i < n_kv; i++) {
+            memset(s->kv[i].key, 0, sizeof s->kv[i].key);
+            snprintf(s->kv[i].key, sizeof s->kv[i].key, "%s", kv[i].key);
+            s->kv[i].value = kv[i].value;
+        }
+        s->n_kv = n_kv;
+    }
+    return 0;
+}
+
+int dwf_smodel_from_model(const dwf_model *m, const dwf_norm *norm, float eps,
+                          const char *spec, const dwf_kv *kv, int n_kv,
+                          dwf_smodel *out, dwf_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!(eps >= 0.0f) || !isfinite(eps))
+        return dwf_errorf(err, DWF_EINVAL, "sparse model: threshold %g must be "
+                          "a finite number >= 0", (double)eps);
+    out->arch = m->arch;
+    int rc = dwf_arch_resolve(&out->arch, err);
+    if (rc)
+        return rc;
+    if (norm) {
+        out->norm = *norm;
+    } else {
+        out->norm.kind = DWF_NORM_NONE;
+        out->norm.mean = 0.0f;
+        out->norm.std = 1.0f;
+    }
+    out->eps = eps;
+    const dwf_arch *a = &out->arch;
+    for (int i = 0; i < a->n_layers; i++) {
+        if (!dwf_layer_has_weight(a->layers[i].kind))
+            continue;
+        int rows, cols;
+        layer_dims(a, i, &rows, &cols);
+        int wi = m->weight_idx[i], bi = m->bias_idx[i];
+        if (wi < 0 || wi >= m->n_params || m->params[wi].n != (int64_t)rows * cols) {
+            rc = dwf_errorf(err, DWF_EINVAL, "layers[%d]: the model has no "
+                            "%dx%d weight", i, rows, cols);
+            goto fail;
+        }
+        rc = dwf_csr_from_dense(&out->w[i], m->params[wi].w, rows, cols, eps, err);
+        if (rc)
+            goto fail;
+        if (bi >= 0 && bi < m->n_params) {
+            const dwf_param *b = &m->params[bi];
+            if (b->n != rows) {
+                rc = dwf_errorf(err, DWF_EINVAL, "layers[%d]: bias has %lld "
+                                "entries, want %d", i, (long long)b->n, rows);
+                goto fail;
+            }
+            out->bias[i] = malloc((size_t)rows * sizeof(float));
+            if (!out->bias[i]) {
+                rc = dwf_errorf(err, DWF_ENOMEM, "sparse model: out of memory");
+                goto fail;
+            }
+            for (int r = 0; r < rows; r++)
+                out->bias[i][r] = fabsf(b->w[r]) >= eps ? b->w[r] : 0.0f;
+        }
+    }
+    rc = copy_meta(out, spec, kv, n_kv, err);
+    if (rc)
+        goto fail;
+    rc = dwf_smodel_set_crossover(out, DWF_SPARSE_CROSSOVER, err);
+    if (rc)
+        goto fail;
+    return 0;
+fail:
+    dwf_smodel_free(out);
+    return rc;
+}
+
+void dwf_smodel_counts(const dwf_smodel *s, int64_t *weights, int64_t *nonzero,
+                       int64_t *params, int64_t *params_nonzero)
+{
+    int64_t w = 0, nz = 0, p = 0, pnz = 0;
+    for (int i = 0; i < s->arch.n_layers; i++) {
+        if (!dwf_layer_has_weight(s->arch.layers[i].kind))
+            continue;
+        const dwf_csr *c = &s->w[i];
+        w += (int64_t)c->rows * c->cols;
+        nz += c->nnz;
+        if (s->bias[i]) {
+            p += c->rows;
+            for (int r = 0; r < c->rows; r++)
+                pnz += s->bias[i][r] != 0.0f;
+        }
+    }
+    if (weights)
+        *weights = w;
+    if (nonzero)
+        *nonzero = nz;
+    if (params)
+        *params = w + p;
+    if (params_nonzero)
+        *params_nonzero = nz + pnz;
+}
+
+int dwf_smodel_set_crossover(dwf_smodel *s, double crossover, dwf_err *err)
+{
+    for (int i = 0; i < s->arch.n_layers; i++) {
+        if (!dwf_layer_has_weight(s->arch.layers[i].kind))
+            continue;
+        const dwf_csr *c = &s->w[i];
+        double total = (double)c->rows * c->cols;
+        double density = total > 0 ? (double)c->nnz / total : 0.0;
+        int dense = crossover <= 0.0 || density > crossover;
+        if (!dense) {
+            free(s->dense[i]);
+            s->dense[i] = NULL;
+            continue;
+        }
+        if (s->dense[i])
+            continue;
+        float *d = calloc((size_t)c->rows * c->cols, sizeof *d);
+        if (!d)
+            return dwf_errorf(err, DWF_ENOMEM, "sparse model: out of memory for "
+                              "a dense %dx%d copy", c->rows, c->cols);
+        for (int r = 0; r < c->rows; r++)
+            for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++)
+                d[(size_t)r * c->cols + c->indices[k]] = c->values[k];
+        s->dense[i] = d;
+    }
+    return 0;
+}
+
+double dwf_smodel_metric(const dwf_smodel *s, const char *key)
+{
+    for (int i = 0; i < s->n_kv; i++)
+        if (strcmp(s->kv[i].key, key) == 0)
+            return s->kv[i].value;
+    return NAN;
+}
+
+void dwf_smodel_layer_name(const dwf_smodel *s, int i, char *buf, int len)
+{
+    int k = 0;
+    for (int j = 0; j < i; j++)
+        k += s->arch.layers[j].kind == s->arch.layers[i].kind;
+    const char *base = s->arch.layers[i].kind == DWF_LAYER_CONV2D ? "conv" : "dense";
+    snprintf(buf, (size_t)len, "%s%d", base, k);
+}
+
+/* ---- inference ----------------------------------------------------------- */
+
+struct dwf_sws {
+    int max_batch;
+    int64_t act, col, pool; /* per-sample capacities (floats / int32s) */
+    float *buf[2];          /* ping-pong activations, max_batch * act */
+    float *col_buf;         /* im2col of one sample */
+    int32_t *argmax;        /* maxpool switches, max_batch * pool */
+    float *xin;             /* normalized inputs, max_batch * input dim */
+    float *logits;          /* max_batch * n_classes */
+};
+
+/* Per-sample sizes the forward pass of a needs. */
+static void arch_needs(const dwf_arch *a, int64_t *act, int64_t *col,
+                       int64_t *pool)
+{
+    int64_t mx = (int64_t)a->in_c * a->in_h * a->in_w, mc = 0, mp = 0;
+    for (int i = 0; i < a->n_layers; i++) {
+        const dwf_layer_spec *l = &a->layers[i];
+        int64_t os = (int64_t)l->out_c * l->out_h * l->out_w;
+        if (os > mx)
+            mx = os;
+        if (l->kind == DWF_LAYER_CONV2D) {
+            int64_t c = (int64_t)l->in_c * l->kernel * l->kernel * l->out_h * l->out_w;
+            if (c > mc)
+                mc = c;
+        }
+        if (l->kind == DWF_LAYER_MAXPOOL2D && os > mp)
+            mp = os;
+    }
+    if (a->n_classes > mx)
+        mx = a->n_classes;
+    *act = mx;
+    *col = mc;
+    *pool = mp;
+}
+
+void dwf_sws_free(dwf_sws *ws)
+{
+    if (!ws)
+        return;
+    free(ws->buf[0]);
+    free(ws->buf[1]);
+    free(ws->col_buf);
+    free(ws->argmax);
+    free(ws->xin);
+    free(ws->logits);
+    free(ws);
+}
+
+int dwf_sws_create(const dwf_smodel *s, int max_batch, dwf_sws **out,
+                   dwf_err *err)
+{
+    *out = NULL;
+    if (max_batch < 1)
+        return dwf_errorf(err, DWF_EINVAL, "batch size %d must be >= 1",
+                          max_batch);
+    dwf_sws *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return dwf_errorf(err, DWF_ENOMEM, "out of memory for inference buffers");
+    const dwf_arch *a = &s->arch;
+    arch_needs(a, &ws->act, &ws->col, &ws->pool);
+    ws->max_batch = max_batch;
+    size_t b = (size_t)max_batch;
+    size_t dim = (size_t)a->in_c * a->in_h * a->in_w;
+    ws->buf[0] = malloc(b * (size_t)ws->act * sizeof(float));
+    ws->buf[1] = malloc(b * (size_t)ws->act * sizeof(float));
+    ws->xin = malloc(b * dim * sizeof(float));
+    ws->logits = malloc(b * (size_t)a->n_classes * sizeof(float));
+    if (ws->col > 0)
+        ws->col_buf = malloc((size_t)ws->col * sizeof(float));
+    if (ws->pool > 0)
+        ws->argmax = malloc(b * (size_t)ws->pool * sizeof(int32_t));
+    if (!ws->buf[0] || !ws->buf[1] || !ws->xin || !ws->logits ||
+        (ws->col > 0 && !ws->col_buf) || (ws->pool > 0 && !ws->argmax)) {
+        dwf_sws_free(ws);
+        return dwf_errorf(err, DWF_ENOMEM, "out of memory for inference "
+                          "buffers (batch %d)", max_batch);
+    }
+    *out = ws;
+    return 0;
+}
+
+/* dst (c x r) = src^T for src (r x c), in cache-sized tiles. */
+static void transpose(const float *restrict src, int64_t r, int64_t c,
+                      float *restrict dst)
+{
+    const int64_t T = 32;
+    for (int64_t i0 = 0; i0 < r; i0 += T) {
+        int64_t i1 = i0 + T < r ? i0 + T : r;
+        for (int64_t j0 = 0; j0 < c; j0 += T) {
+            int64_t j1 = j0 + T < c ? j0 + T : c;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0; j < j1; j++)
+                    dst[j * r + i] = src[i * c + j];
+        }
+    }
+}
+
+/* Y (rows x n) = W X + bias with the weight of layer i, sparse or dense. */
+static void layer_mul(const dwf_smodel *s, int i, const float *x, int n,
+                      float *y)
+{
+    const dwf_csr *c = &s->w[i];
+    const float *bias = s->bias[i];
+    const float *d = s->dense[i];
+    if (!d) {
+        csr_mul(c, x, n, bias, y);
+        return;
+    }
+    if (n == 1) {
+        if (bias)
+            memcpy(y, bias, (size_t)c->rows * sizeof(float));
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, c->rows, c->cols, 1.0f, d,
+                    c->cols, x, 1, bias ? 1.0f : 0.0f, y, 1);
+        return;
+    }
+    if (bias)
+        for (int r = 0; r < c->rows; r++)
+            for (int j = 0; j < n; j++)
+                y[(size_t)r * n + j] = bias[r];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->rows, n, c->cols,
+                1.0f, d, c->cols, x, n, bias ? 1.0f : 0.0f, y, n);
+}
+
+/* Logits of b <= ws->max_batch normalized inputs. */
+static void forward_chunk(const dwf_smodel *s, dwf_sws *ws, const float *x,
+                          int b, float *logits)
+{
+    const dwf_arch *a = &s->arch;
+    const float *cur = x;
+    int fm = 0; /* cur is feature-major (features x b) */
+    for (int i = 0; i < a->n_layers; i++) {
+        const dwf_layer_spec *l = &a->layers[i];
+        int64_t in_size = (int64_t)l->in_c * l->in_h * l->in_w;
+        int64_t out_size = (int64_t)l->out_c * l->out_h * l->out_w;
+        float *next = cur == ws->buf[0] ? ws->buf[1] : ws->buf[0];
+        int need_fm = l->kind == DWF_LAYER_DENSE && b > 1;
+        int need_sm = l->kind == DWF_LAYER_CONV2D || l->kind == DWF_LAYER_MAXPOOL2D;
+        if ((need_fm && !fm) || (need_sm && fm)) {
+            if (fm)
+                transpose(cur, in_size, b, next);
+            else
+                transpose(cur, b, in_size, next);
+            fm = !fm;
+            cur = next;
+            next = cur == ws->buf[0] ? ws->buf[1] : ws->buf[0];
+        }
+        switch (l->kind) {
+        case DWF_LAYER_DENSE:
+            layer_mul(s, i, cur, b, next);
+            cur = next;
+            break;
+        case DWF_LAYER_CONV2D: {
+            dwf_conv_shape cs = {l->in_c, l->in_h, l->in_w, l->out_c, l->out_h,
+                                 l->out_w, l->kernel, l->stride, l->padding};
+            int P = l->out_h * l->out_w;
+            for (int n = 0; n < b; n++) {
+                dwf_im2col(&cs, cur + (size_t)n * in_size, ws->col_buf);
+                layer_mul(s, i, ws->col_buf, P, next + (size_t)n * out_size);
+            }
+            cur = next;
+            break;
+        }
+        case DWF_LAYER_MAXPOOL2D:
+            dwf_maxpool_forward(l->in_c, l->in_h, l->in_w, l->kernel, l->stride,
+                                l->out_h, l->out_w, cur, b, next, ws->argmax);
+            cur = next;
+            break;
+        case DWF_LAYER_RELU: {
+            /* in place, except on the caller's input */
+            float *dst = cur == x ? next : (float *)cur;
+            dwf_relu_forward(cur, (int64_t)b * in_size, dst);
+            cur = dst;
+            break;
+        }
+        case DWF_LAYER_FLATTEN:
+            break; /* the same memory in either layout */
+        }
+    }
+    int nc = a->n_classes;
+    if (fm)
+        transpose(cur, nc, b, logits);
+    else
+        memcpy(logits, cur, (size_t)b * nc * sizeof(float));
+}
+
+static int check_ws(const dwf_smodel *s, const dwf_sws *ws, int b, dwf_err *err)
+{
+    if (b < 0)
+        return dwf_errorf(err, DWF_EINVAL, "batch size %d must be >= 0", b);
+    int64_t act, col, pool;
+    arch_needs(&s->arch, &act, &col, &pool);
+    if (!ws || act > ws->act || col > ws->col || pool > ws->pool)
+        return dwf_errorf(err, DWF_EINVAL, "inference buffers were made for "
+                          "another model");
+    return 0;
+}
+
+int dwf_smodel_forward(const dwf_smodel *s, dwf_sws *ws, const float *x,
+                       int b, float *logits, dwf_err *err)
+{
+    int rc = check_ws(s, ws, b, err);
+    if (rc)
+        return rc;
+    size_t dim = (size_t)s->arch.in_c * s->arch.in_h * s->arch.in_w;
+    size_t nc = (size_t)s->arch.n_classes;
+    for (int st = 0; st < b; st += ws->max_batch) {
+        int n = b - st < ws->max_batch ? b - st : ws->max_batch;
+        forward_chunk(s, ws, x + (size_t)st * dim, n, logits + (size_t)st * nc);
+    }
+    return 0;
+}
+
+int dwf_smodel_predict(const dwf_smodel *s, dwf_sws *ws, const float *raw,
+                       int b, int32_t *classes, float *probs, dwf_err *err)
+{
+    int rc = check_ws(s, ws, b, err);
+    if (rc)
+        return rc;
+    size_t dim = (size_t)s->arch.in_c * s->arch.in_h * s->arch.in_w;
+    int nc = s->arch.n_classes;
+    /* the same arithmetic as dwf_dataset_batch() on byte data */
+    const double mean = s->norm.mean;
+    const double sd = s->norm.std != 0.0f ? s->norm.std : 1.0;
+    for (int st = 0; st < b; st += ws->max_batch) {
+        int n = b - st < ws->max_batch ? b - st : ws->max_batch;
+        const float *src = raw + (size_t)st * dim;
+        for (size_t j = 0; j < (size_t)n * dim; j++)
+            ws->xin[j] = (float)(((double)src[j] - mean) / sd);
+        forward_chunk(s, ws, ws->xin, n, ws->logits);
+        for (int i = 0; i < n; i++) {
+            const float *z = ws->logits + (size_t)i * nc;
+            int am = 0;
+            for (int j = 1; j < nc; j++)
+                if (z[j] > z[am])
+                    am = j;
+            classes[st + i] = am;
+            if (!probs)
+                continue;
+            float *p = probs + (size_t)(st + i) * nc;
+            double mx = z[am], sum = 0.0;
+            for (int j = 0; j < nc; j++)
+                sum += exp((double)z[j] - mx);
+            for (int j = 0; j < nc; j++)
+                p[j] = (float)(exp((double)z[j] - mx) / sum);
+        }
+    }
+    return 0;
+}
+
+int dwf_smodel_evaluate(const dwf_smodel *s, const dwf_dataset *d,
+                        double *acc, double *loss, dwf_err *err)
+{
+    const dwf_arch *a = &s->arch;
+    int dim = a->in_c * a->in_h * a->in_w;
+    if (d->dim != dim)
+        return dwf_errorf(err, DWF_EINVAL, "data set has %d features, the "
+                          "model wants %d", d->dim, dim);
+    int rc = dwf_dataset_check_labels(d, a->n_classes, "data set", err);
+    if (rc)
+        return rc;
+    *acc = *loss = NAN;
+    if (d->n <= 0)
+        return 0;
+    int B = d->n < EVAL_BATCH ? d->n : EVAL_BATCH;
+    dwf_sws *ws = NULL;
+    rc = dwf_sws_create(s, B, &ws, err);
+    if (rc)
+        return rc;
+    float *x = malloc((size_t)B * dim * sizeof *x);
+    float *z = malloc((size_t)B * a->n_classes * sizeof *z);
+    int32_t *y = malloc((size_t)B * sizeof *y);
+    if (!x || !z || !y) {
+        rc = dwf_errorf(err, DWF_ENOMEM, "out of memory for evaluation");
+        goto done;
+    }
+    double sl = 0.0;
+    long ok = 0;
+    for (int st = 0; st < d->n; st += B) {
+        int b = d->n - st < B ? d->n - st : B;
+        dwf_dataset_range(d, &s->norm, st, b, x, y);
+        forward_chunk(s, ws, x, b, z);
+        int c = 0;
+        sl += dwf_softmax_xent(z, y, b, a->n_classes, NULL, &c) * b;
+        ok += c;
+    }
+    *acc = (double)ok / d->n;
+    *loss = sl / d->n;
+done:
+    free(x);
+    free(z);
+    free(y);
+    dwf_sws_free(ws);
+    return rc;
+}
+
+/* ---- .dwfm writer -------------------------------------------------------- */
+
+static void put_i32(dwf_wbuf *b, int v) { dwf_wbuf_u32(b, (uint32_t)v); }
+static void put_f32(dwf_wbuf *b, float v) { dwf_wbuf_bytes(b, &v, 4); }
+
+int dwf_smodel_save(const dwf_smodel *s, uint8_t **buf, size_t *len,
+                    dwf_err *err)
+{
+    *buf = NULL;
+    *len = 0;
+    const dwf_arch *a = &s->arch;
+    dwf_wbuf b;
+    dwf_wbuf_init(&b);
+    dwf_wbuf_bytes(&b, DWFM_MAGIC, 4);
+    dwf_wbuf_u32(&b, DWFM_VERSION);
+    put_i32(&b, a->in_c);
+    put_i32(&b, a->in_h);
+    put_i32(&b, a->in_w);
+    put_i32(&b, a->n_classes);
+    put_i32(&b, a->depth);
+    put_i32(&b, a->factorize_bias);
+    put_i32(&b, a->n_layers);
+    int n_weight = 0;
+    for (int i = 0; i < a->n_layers; i++) {
+        const dwf_layer_spec *l = &a->layers[i];
+        const int f[13] = {(int)l->kind, l->units, l->filters, l->kernel,
+                           l->stride, l->padding, l->depth, l->in_c, l->in_h,
+                           l->in_w, l->out_c, l->out_h, l->out_w};
+        for (int k = 0; k < 13; k++)
+            put_i32(&b, f[k]);
+        n_weight += dwf_layer_has_weight(l->kind);
+    }
+    dwf_wbuf_u32(&b, (uint32_t)s->norm.kind);
+    put_f32(&b, s->norm.mean);
+    put_f32(&b, s->norm.std);
+    put_f32(&b, s->eps);
+    dwf_wbuf_str(&b, s->spec);
+    dwf_wbuf_u32(&b, (uint32_t)s->n_kv);
+    for (int i = 0; i < s->n_kv; i++) {
+        dwf_wbuf_str(&b, s->kv[i].key);
+        dwf_wbuf_f64(&b, s->kv[i].value);
+    }
+    dwf_wbuf_u32(&b, (uint32_t)n_weight);
+    for (int i = 0; i < a->n_layers; i++) {
+        if (!dwf_layer_has_weight(a->layers[i].kind))
+            continue;
+        const dwf_csr *c = &s->w[i];
+        dwf_wbuf_u32(&b, (uint32_t)i);
+        dwf_wbuf_u32(&b, (uint32_t)c->rows);
+        dwf_wbuf_u32(&b, (uint32_t)c->cols);
+        dwf_wbuf_u64(&b, (uint64_t)c->nnz);
+        dwf_wbuf_bytes(&b, c->indptr, ((size_t)c->rows + 1) * sizeof(int64_t));
+        dwf_wbuf_bytes(&b, c->indices, (size_t)c->nnz * sizeof(int32_t));
+        dwf_wbuf_f32s(&b, c->values, (size_t)c->nnz);
+        dwf_wbuf_u32(&b, s->bias[i] ? (uint32_t)c->rows : 0u);
+        if (s->bias[i])
+            dwf_wbuf_f32s(&b, s->bias[i], (size_t)c->rows);
+    }
+    if (!b.failed)
+        dwf_wbuf_u32(&b, dwf_crc32(b.data, b.len));
+    *buf = dwf_wbuf_take(&b, len);
+    if (!*buf) {
+        *len = 0;
+        return dwf_errorf(err, DWF_ENOMEM, "out of memory writing the model");
+    }
+    return 0;
+}
+
+/* ---- .dwfm reader -------------------------------------------------------- */
+
+static int get_i32(dwf_rbuf *r) { return (int)(int32_t)dwf_rbuf_u32(r); }
+static float get_f32(dwf_rbuf *r)
+{
+    float v = 0.0f;
+    dwf_rbuf_bytes(r, &v, 4);
+    return v;
+}
+
+/* A string written by dwf_wbuf_str() that holds no NUL byte. */
+static int get_str(dwf_rbuf *r, char **out)
+{
+    size_t at = r->pos;
+    if (dwf_rbuf_str(r, out))
+        return -1;
+    if (*out && strlen(*out) != r->pos - at - 4) {
+        free(*out);
+        *out = NULL;
+        r->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+#define FMT_ERR(...) dwf_errorf(err, DWF_EFORMAT, __VA_ARGS__)
+
+/* Bounds every field of the layer list so that resolving it cannot
+ * overflow: a shape walk in 64-bit arithmetic that stops where
+ * dwf_arch_resolve() itself would fail. */
+static int arch_sane(const dwf_arch *a, dwf_err *err)
+{
+    const int64_t MAXN = (int64_t)1 << 28;
+    if (a->n_layers < 1 || a->n_layers > DWF_MAX_LAYERS)
+        return FMT_ERR("architecture: %d layers (want 1..%d)", a->n_layers,
+                       DWF_MAX_LAYERS);
+    if (a->in_c < 1 || a->in_h < 1 || a->in_w < 1 || a->in_c > MAXN ||
+        a->in_h > 65536 || a->in_w > 65536 ||
+        (int64_t)a->in_c * a->in_h * a->in_w > MAXN)
+        return FMT_ERR("architecture: bad input shape %dx%dx%d", a->in_c,
+                       a->in_h, a->in_w);
+    if (a->n_classes < 2 || a->n_classes > (1 << 20))
+        return FMT_ERR("architecture: bad class count %d", a->n_classes);
+    if (a->factorize_bias != 0 && a->factorize_bias != 1)
+        return FMT_ERR("architecture: factorize_bias is %d", a->factorize_bias);
+    int64_t c = a->in_c, h = a->in_h, w = a->in_w;
+    for (int i = 0; i < a->n_layers; i++) {
+        const dwf_layer_spec *l = &a->layers[i];
+        if ((int)l->kind < 0 || (int)l->kind > DWF_LAYER_FLATTEN)
+            return FMT_ERR("architecture: layers[%d]: unknown kind %d", i,
+                           (int)l->kind);
+        if (l->units < 0 || l->units > (1 << 20) || l->filters < 0 ||
+            l->filters > 65536 || l->kernel < 0 || l->kernel > 4096 ||
+            l->stride < 0 || l->stride > 4096 || l->padding < 0 ||
+            l->padding > 4096)
+            return FMT_ERR("architecture: layers[%d]: field out of range", i);
+        switch (l->kind) {
+        case DWF_LAYER_DENSE:
+            c = l->units;
+            h = w = 1;
+            break;
+        case DWF_LAYER_CONV2D: {
+            int64_t s = l->stride ? l->stride : 1, ph = h + 2 * l->padding,
+                    pw = w + 2 * l->padding;
+            if (l->kernel < 1 || l->kernel > ph || l->kernel > pw)
+                return 0; /* resolve reports it */
+            if (c * l->kernel * l->kernel > INT32_MAX)
+                return FMT_ERR("architecture: layers[%d]: kernel too large", i);
+            c = l->filters;
+            h = (ph - l->kernel) / s + 1;
+            w = (pw - l->kernel) / s + 1;
+            break;
+        }
+        case DWF_LAYER_MAXPOOL2D: {
+            int64_t s = l->stride ? l->stride : l->kernel;
+            if (l->kernel < 1 || s < 1 || l->kernel > h || l->kernel > w)
+                return 0;
+            h = (h - l->kernel) / s + 1;
+            w = (w - l->kernel) / s + 1;
+            break;
+        }
+        case DWF_LAYER_RELU:
+            break;
+        case DWF_LAYER_FLATTEN:
+            c = c * h * w;
+            h = w = 1;
+            break;
+        }
+        if (c * h * w > MAXN)
+            return FMT_ERR("architecture: layers[%d]: output of %lld values is "
+                           "too large", i, (long long)(c * h * w));
+    }
+    return 0;
+}
+
+static int read_arch(dwf_rbuf *r, dwf_arch *a, dwf_err *err)
+{
+    memset(a, 0, sizeof *a);
+    a->in_c = get_i32(r);
+    a->in_h = get_i32(r);
+    a->in_w = get_i32(r);
+    a->n_classes = get_i32(r);
+    a->depth = get_i32(r);
+    a->factorize_bias = get_i32(r);
+    a->n_layers = get_i32(r);
+    if (r->failed)
+        return FMT_ERR("truncated in the architecture");
+    if (a->n_layers < 1 || a->n_layers > DWF_MAX_LAYERS)
+        return FMT_ERR("architecture: %d layers (want 1..%d)", a->n_layers,
+                       DWF_MAX_LAYERS);
+    for (int i = 0; i < a->n_layers; i++) {
+        dwf_layer_spec *l = &a->layers[i];
+        l->kind = (dwf_layer_kind)get_i32(r);
+        l->units = get_i32(r);
+        l->filters = get_i32(r);
+        l->kernel = get_i32(r);
+        l->stride = get_i32(r);
+        l->padding = get_i32(r);
+        l->depth = get_i32(r);
+        l->in_c = get_i32(r);
+        l->in_h = get_i32(r);
+        l->in_w = get_i32(r);
+        l->out_c = get_i32(r);
+        l->out_h = get_i32(r);
+        l->out_w = get_i32(r);
+    }
+    if (r->failed)
+        return FMT_ERR("truncated in the layer list");
+    int rc = arch_sane(a, err);
+    if (rc)
+        return rc;
+    dwf_arch res = *a;
+    dwf_err e2;
+    if (dwf_arch_resolve(&res, &e2))
+        return FMT_ERR("architecture: %s", e2.msg);
+    if (memcmp(&res, a, sizeof res) != 0)
+        return FMT_ERR("architecture: the stored layer shapes differ from the "
+                       "resolved ones");
+    return 0;
+}
+
+/* Reads the CSR of weight layer i (rows x cols) and checks its structure. */
+static int read_csr(dwf_rbuf *r, dwf_csr *c, int i, int rows, int cols,
+                    dwf_err *err)
+{
+    uint32_t rr = dwf_rbuf_u32(r), cc = dwf_rbuf_u32(r);
+    uint64_t nnz = dwf_rbuf_u64(r);
+    if (r->failed)
+        return FMT_ERR("layers[%d]: truncated in the weight header", i);
+    if (rr != (uint32_t)rows || cc != (uint32_t)cols)
+        return FMT_ERR("layers[%d]: weight is %ux%u, the architecture says "
+                       "%dx%d", i, rr, cc, rows, cols);
+    if (nnz > (uint64_t)rows * (uint64_t)cols)
+        return FMT_ERR("layers[%d]: %llu non-zeros in a %dx%d matrix", i,
+                       (unsigned long long)nnz, rows, cols);
+    size_t need = ((size_t)rows + 1) * 8 + (size_t)nnz * 8;
+    if (need > dwf_rbuf_left(r))
+        return FMT_ERR("layers[%d]: truncated in the weight arrays", i);
+    if (csr_alloc(c, rows, cols, (int64_t)nnz))
+        return dwf_errorf(err, DWF_ENOMEM, "layers[%d]: out of memory", i);
+    dwf_rbuf_bytes(r, c->indptr, ((size_t)rows + 1) * sizeof(int64_t));
+    dwf_rbuf_bytes(r, c->indices, (size_t)nnz * sizeof(int32_t));
+    dwf_rbuf_f32s(r, c->values, (size_t)nnz);
+    if (r->failed)
+        return FMT_ERR("layers[%d]: truncated in the weight arrays", i);
+    if (c->indptr[0] != 0)
+        return FMT_ERR("layers[%d]: indptr[0] is %lld, not 0", i,
+                       (long long)c->indptr[0]);
+    for (int row = 0; row < rows; row++)
+        if (c->indptr[row + 1] < c->indptr[row] || c->indptr[row + 1] > c->nnz)
+            return FMT_ERR("layers[%d]: indptr[%d] = %lld is out of order", i,
+                           row + 1, (long long)c->indptr[row + 1]);
+    if (c->indptr[rows] != c->nnz)
+        return FMT_ERR("layers[%d]: indptr ends at %lld, nnz is %lld", i,
+                       (long long)c->indptr[rows], (long long)c->nnz);
+    for (int row = 0; row < rows; row++) {
+        for (int64_t k = c->indptr[row]; k < c->indptr[row + 1]; k++) {
+            int32_t j = c->indices[k];
+            if (j < 0 || j >= cols)
+                return FMT_ERR("layers[%d]: column index %d out of range "
+                               "0..%d (row %d)", i, (int)j, cols - 1, row);
+            if (k > c->indptr[row] && j <= c->indices[k - 1])
+                return FMT_ERR("layers[%d]: column indices of row %d are not "
+                               "ascending", i, row);
+        }
+    }
+    for (int64_t k = 0; k < c->nnz; k++)
+        if (!isfinite(c->values[k]))
+            return FMT_ERR("layers[%d]: weight value %lld is not finite", i,
+                           (long long)k);
+    return 0;
+}
+
+static int parse(dwf_smodel *s, const uint8_t *buf, size_t len, dwf_err *err)
+{
+    if (len < 12)
+        return FMT_ERR("%zu bytes: too short for a model file", len);
+    if (memcmp(buf, DWFM_MAGIC, 4) != 0)
+        return FMT_ERR("bad magic: not a dwf model (.dwfm) file");
+    dwf_rbuf r;
+    dwf_rbuf_init(&r, buf, len - 4);
+    r.pos = 4;
+    uint32_t version = dwf_rbuf_u32(&r);
+    if (version != DWFM_VERSION)
+        return FMT_ERR("unsupported model file version %u (this build reads "
+                       "version %u)", version, DWFM_VERSION);
+    uint32_t crc;
+    memcpy(&crc, buf + len - 4, 4);
+    uint32_t actual = dwf_crc32(buf, len - 4);
+    if (crc != actual)
+        return FMT_ERR("CRC-32 mismatch (stored %08x, computed %08x): the "
+                       "file is corrupted or truncated", crc, actual);
+    int rc = read_arch(&r, &s->arch, err);
+    if (rc)
+        return rc;
+    const dwf_arch *a = &s->arch;
+    uint32_t nk = dwf_rbuf_u32(&r);
+    s->norm.kind = (dwf_norm_kind)nk;
+    s->norm.mean = get_f32(&r);
+    s->norm.std = get_f32(&r);
+    s->eps = get_f32(&r);
+    if (r.failed)
+        return FMT_ERR("truncated in the normalization");
+    if (nk > DWF_NORM_NONE || !isfinite(s->norm.mean) || !isfinite(s->norm.std))
+        return FMT_ERR("bad normalization (kind %u, mean %g, std %g)", nk,
+                       (double)s->norm.mean, (double)s->norm.std);
+    if (!isfinite(s->eps) || s->eps < 0.0f)
+        return FMT_ERR("bad threshold %g", (double)s->eps);
+    if (get_str(&r, &s->spec))
+        return FMT_ERR("bad or truncated spec text");
+    uint32_t n_kv = dwf_rbuf_u32(&r);
+    if (r.failed)
+        return FMT_ERR("truncated before the metrics");
+    if (n_kv > DWFM_MAX_KV || (size_t)n_kv * 13 > dwf_rbuf_left(&r))
+        return FMT_ERR("bad metric count %u", n_kv);
+    if (n_kv > 0) {
+        s->kv = calloc(n_kv, sizeof *s->kv);
+        if (!s->kv)
+            return dwf_errorf(err, DWF_ENOMEM, "out of memory for the metrics");
+    }
+    for (uint32_t i = 0; i < n_kv; i++) {
+        char *key = NULL;
+        if (get_str(&r, &key) || !key)
+            return FMT_ERR("metrics[%u]: bad or truncated key", i);
+        size_t kl = strlen(key);
+        if (kl == 0 || kl >= DWF_KEY_LEN) {
+            free(key);
+            return FMT_ERR("metrics[%u]: key must be 1..%d bytes", i,
+                           DWF_KEY_LEN - 1);
+        }
+        memcpy(s->kv[i].key, key, kl + 1);
+        free(key);
+        s->kv[i].value = dwf_rbuf_f64(&r);
+        s->n_kv = (int)i + 1;
+    }
+    uint32_t n_weight = dwf_rbuf_u32(&r);
+    if (r.failed)
+        return FMT_ERR("truncated in the metrics");
+    uint32_t want = 0;
+    for (int i = 0; i < a->n_layers; i++)
+        want += (uint32_t)dwf_layer_has_weight(a->layers[i].kind);
+    if (n_weight != want)
+        return FMT_ERR("%u weight layers stored, the architecture has %u",
+                       n_weight, want);
+    for (int i = 0; i < a->n_layers; i++) {
+        if (!dwf_layer_has_weight(a->layers[i].kind))
+            continue;
+        uint32_t idx = dwf_rbuf_u32(&r);
+        if (r.failed)
+            return FMT_ERR("layers[%d]: truncated", i);
+        if (idx != (uint32_t)i)
+            return FMT_ERR("weight block for layer %u where layer %d was "
+                           "expected", idx, i);
+        int rows, cols;
+        layer_dims(a, i, &rows, &cols);
+        rc = read_csr(&r, &s->w[i], i, rows, cols, err);
+        if (rc)
+            return rc;
+        uint32_t nb = dwf_rbuf_u32(&r);
+        if (r.failed)
+            return FMT_ERR("layers[%d]: truncated before the bias", i);
+        if (nb != 0 && nb != (uint32_t)rows)
+            return FMT_ERR("layers[%d]: bias has %u entries, want %d", i, nb, rows);
+        if (nb) {
+            if ((size_t)nb * 4 > dwf_rbuf_left(&r))
+                return FMT_ERR("layers[%d]: truncated in the bias", i);
+            s->bias[i] = malloc((size_t)nb * sizeof(float));
+            if (!s->bias[i])
+                return dwf_errorf(err, DWF_ENOMEM, "out of memory");
+            dwf_rbuf_f32s(&r, s->bias[i], nb);
+            for (uint32_t k = 0; k < nb; k++)
+                if (!isfinite(s->bias[i][k]))
+                    return FMT_ERR("layers[%d]: bias %u is not finite", i, k);
+        }
+    }
+    if (r.failed)
+        return FMT_ERR("truncated in the weights");
+    if (dwf_rbuf_left(&r) != 0)
+        return FMT_ERR("%zu unexpected bytes after the last layer",
+                       dwf_rbuf_left(&r));
+    return dwf_smodel_set_crossover(s, DWF_SPARSE_CROSSOVER, err);
+}
+
+int dwf_smodel_load(dwf_smodel *s, const uint8_t *buf, size_t len,
+                    dwf_err *err)
+{
+    memset(s, 0, sizeof *s);
+    int rc = parse(s, buf, len, err);
+    if (rc)
+        dwf_smodel_free(s);
+    return rc;
+}
+
+int dwf_smodel_write_file(const dwf_smodel *s, const char *path, dwf_err *err)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = dwf_smodel_save(s, &buf, &len, err);
+    if (rc)
+        return rc;
+    /* write a temporary file next to it, then rename over the target */
+    size_t pl = strlen(path) + 32;
+    char *tmp = malloc(pl);
+    if (!tmp) {
+        free(buf);
+        return dwf_errorf(err, DWF_ENOMEM, "%s: out of memory", path);
+    }
+    snprintf(tmp, pl, "%s.tmp%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        rc = dwf_errorf(err, DWF_EIO, "%s: cannot create: %s", path,
+                        strerror(errno));
+        goto done;
+    }
+    int bad = fwrite(buf, 1, len, f) != len;
+    int e1 = errno;
+    if (fclose(f) != 0 && !bad) {
+        bad = 1;
+        e1 = errno;
+    }
+    if (bad) {
+        unlink(tmp);
+        rc = dwf_errorf(err, DWF_EIO, "%s: write failed: %s", path, strerror(e1));
+        goto done;
+    }
+    if (rename(tmp, path) != 0) {
+        e1 = errno;
+        unlink(tmp);
+        rc = dwf_errorf(err, DWF_EIO, "%s: cannot replace: %s", path,
+                        strerror(e1));
+    }
+done:
+    free(tmp);
+    free(buf);
+    return rc;
+}
+
+int dwf_smodel_read_file(dwf_smodel *s, const char *path, dwf_err *err)
+{
+    memset(s, 0, sizeof *s);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return dwf_errorf(err, DWF_EIO, "%s: cannot open: %s", path,
+                          strerror(errno));
+    uint8_t *buf = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    for (;;) {
+        if (len == cap) {
+            size_t nc = cap ? cap * 2 : 1 << 16;
+            uint8_t *nb = realloc(buf, nc);
+            if (!nb) {
+                rc = dwf_errorf(err, DWF_ENOMEM, "%s: out of memory", path);
+                break;
+            }
+            buf = nb;
+            cap = nc;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) {
+            if (ferror(f))
+                rc = dwf_errorf(err, DWF_EIO, "%s: read failed: %s", path,
+                                strerror(errno));
+            break;
+        }
+    }
+    fclose(f);
+    if (!rc) {
+        dwf_err e2;
+        rc = dwf_smodel_load(s, buf, len, &e2);
+        if (rc)
+            dwf_errorf(err, rc, "%s: %s", path, e2.msg);
+    }
+    free(buf);
+    return rc;
+}
