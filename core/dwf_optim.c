@@ -16,8 +16,10 @@ double dwf_sched_lr(const dwf_optim_opts *o, int64_t step, int64_t total_steps,
         steps_per_epoch = 1;
     double warm = o->warmup_epochs * (double)steps_per_epoch;
     double t = (double)step;
+    /* capped at 1: with a fractional warm-up (e.g. 9.5 steps) the last
+     * warm-up step would otherwise exceed lr */
     if (warm > 0.0 && t < warm)
-        return o->lr * (t + 1.0) / warm;
+        return o->lr * fmin(1.0, (t + 1.0) / warm);
     t -= warm > 0.0 ? warm : 0.0;
     double T = (double)total_steps - (warm > 0.0 ? warm : 0.0);
     switch (o->sched) {

@@ -321,9 +321,18 @@ int dwf_param_init(dwf_param *p, dwf_init_kind kind, double sigma,
                               "init: eps_init %g must be in (0, 2)", eps_init);
         double a, b, k;
         dwf_interval(sigma, D, eps_init, &a, &b, &k);
+        /* the interval holds for the stored float too: a draw strictly
+         * inside can round onto (or 1 ulp past) an end, about once in
+         * 1e7 draws; such draws are redrawn */
+        const double lo = a * k, hi = b * k;
         for (int d = 0; d < D; d++)
-            for (int64_t i = 0; i < p->n; i++)
-                p->f[d][i] = (float)(k * draw_truncated(rng, a, b));
+            for (int64_t i = 0; i < p->n; i++) {
+                float v;
+                do
+                    v = (float)(k * draw_truncated(rng, a, b));
+                while (!(fabs((double)v) > lo && fabs((double)v) < hi));
+                p->f[d][i] = v;
+            }
         break;
     }
     default:

@@ -11,37 +11,39 @@
  * CSR (out_c x in_c k k) with it. Layers denser than the crossover keep a
  * dense copy and use cblas_sgemm / sgemv instead. Batch 1 is a SpMV.
  *
- * The .dwfm file format, version 1. Every integer and float is
- * little-endian; "str" is a u32 byte length followed by that many bytes
- * (no terminating NUL; length 0xffffffff = absent). Offsets from 0:
+ * The .dwfm file format, version 1 (also in README.md). Every integer and
+ * float is little-endian; a "str" is a u32 byte length followed by that
+ * many bytes (no terminating NUL; length 0xffffffff = absent).
  *
- *   0   4  magic "DWFM" (44 57 46 4d)
- *   4   4  u32 version = 1
- *   8      architecture (the resolved dwf_arch):
- *          i32 in_c, in_h, in_w, n_classes, depth, factorize_bias, n_layers
- *          then n_layers layer records of 13 x i32 each:
- *            kind (0 dense, 1 conv2d, 2 maxpool2d, 3 relu, 4 flatten),
- *            units, filters, kernel, stride, padding, depth,
- *            in_c, in_h, in_w, out_c, out_h, out_w
- *          (the shapes are what dwf_arch_resolve() gives: the loader
- *          resolves the layer list again and rejects any difference)
- *      12  normalization: u32 kind (0 scale, 1 standardize, 2 none),
- *          f32 mean, f32 std; network input = (raw - mean) / std
- *       4  f32 eps: the threshold (|w| < eps became 0)
- *          str spec: the job spec JSON text, or absent
- *       4  u32 n_kv, then n_kv metrics: str key (1..39 bytes), f64 value
- *       4  u32 n_weight: number of dense/conv2d layers, then for each of
- *          them, in layer order:
- *            u32 layer index in the layer list
- *            u32 rows (dense: units; conv2d: filters)
- *            u32 cols (dense: in_c in_h in_w; conv2d: in_c k k)
- *            u64 nnz
- *            i64 indptr[rows + 1]  (0 = indptr[0] <= ... <= indptr[rows] = nnz)
- *            i32 indices[nnz]      (column of each value, ascending in a row)
- *            f32 values[nnz]       (row-major over (out, in) / (out, c, kh, kw))
- *            u32 n_bias (rows, or 0 = no bias), f32 bias[n_bias] (dense,
- *            thresholded like the weights)
- *       4  u32 CRC-32 (zlib polynomial) of every byte before it.
+ *   offset      size  field
+ *   0           4     magic "DWFM" (44 57 46 4d)
+ *   4           4     u32 version = 1
+ *   8           28    architecture: i32 in_c, in_h, in_w, n_classes, depth,
+ *                     factorize_bias, n_layers (1..64)
+ *   36          52 n  n_layers records of 13 x i32: kind (0 dense, 1 conv2d,
+ *                     2 maxpool2d, 3 relu, 4 flatten), units, filters,
+ *                     kernel, stride, padding, depth, in_c, in_h, in_w,
+ *                     out_c, out_h, out_w (the shapes dwf_arch_resolve()
+ *                     gives: the loader resolves again and compares)
+ *   A=36+52n    12    normalization: u32 kind (0 scale, 1 standardize,
+ *                     2 none), f32 mean, f32 std; input = (raw - mean) / std
+ *   A+12        4     f32 eps: the threshold (|w| < eps became 0)
+ *   A+16        4+m   str spec: the job spec JSON text, or absent
+ *   ...         4     u32 n_kv (<= 4096), then n_kv times: str key (1..39
+ *                     bytes), f64 value
+ *   ...         4     u32 n_weight: the number of dense/conv2d layers, then
+ *                     for each of them in layer order:
+ *                       u32 layer index in the layer list
+ *                       u32 rows (dense: units; conv2d: filters)
+ *                       u32 cols (dense: in_c in_h in_w; conv2d: in_c k k)
+ *                       u64 nnz
+ *                       i64 indptr[rows + 1] (0 = indptr[0] <= ... = nnz)
+ *                       i32 indices[nnz] (columns, ascending in each row)
+ *                       f32 values[nnz] (PyTorch order: (out, in) or
+ *                           (out, c, kh, kw) flattened to rows x cols)
+ *                       u32 n_bias (rows, or 0 = no bias), f32 bias[n_bias]
+ *                           (dense, thresholded like the weights)
+ *   len-4       4     u32 CRC-32 (zlib's) of every byte before it
  *
  * The loader checks the magic, the version, the CRC, the layer list, the
  * shapes against the architecture, the CSR structure and that the CRC
@@ -128,26 +130,26 @@ int dwf_csr_from_dense(dwf_csr *c, const float *dense, int rows, int cols,
     return 0;
 }
 
-/* y[r] = bias[r] + sum_k v[k] x[ix[k]] (bias may be NULL). Four partial
- * sums break the dependency chain of the additions. */
-static void spmv(const dwf_csr *c, const float *restrict x,
-                 const float *restrict bias, float *restrict y)
+/* y[r] = bias[r] + sum_k v[k] x[ix[k]] (bias may be NULL). Eight partial
+ * sums break the dependency chain of the additions and let the compiler
+ * use gathers where the CPU has them. */
+DWF_VEC static void spmv(const int64_t *restrict ip, const int32_t *restrict ix,
+                         const float *restrict v, int rows,
+                         const float *restrict x, const float *restrict bias,
+                         float *restrict y)
 {
-    const int64_t *restrict ip = c->indptr;
-    const int32_t *restrict ix = c->indices;
-    const float *restrict v = c->values;
-    for (int r = 0; r < c->rows; r++) {
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    for (int r = 0; r < rows; r++) {
+        float acc[8] = {0};
         int64_t k = ip[r], e = ip[r + 1];
-        for (; k + 4 <= e; k += 4) {
-            s0 += v[k] * x[ix[k]];
-            s1 += v[k + 1] * x[ix[k + 1]];
-            s2 += v[k + 2] * x[ix[k + 2]];
-            s3 += v[k + 3] * x[ix[k + 3]];
-        }
+        for (; k + 8 <= e; k += 8)
+            for (int t = 0; t < 8; t++)
+                acc[t] += v[k + t] * x[ix[k + t]];
+        float s = 0.0f;
         for (; k < e; k++)
-            s0 += v[k] * x[ix[k]];
-        y[r] = (bias ? bias[r] : 0.0f) + ((s0 + s1) + (s2 + s3));
+            s += v[k] * x[ix[k]];
+        s += ((acc[0] + acc[4]) + (acc[1] + acc[5])) +
+             ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        y[r] = (bias ? bias[r] : 0.0f) + s;
     }
 }
 
@@ -192,7 +194,7 @@ static void csr_mul(const dwf_csr *c, const float *x, int n, const float *bias,
                     float *y)
 {
     if (n == 1) {
-        spmv(c, x, bias, y);
+        spmv(c->indptr, c->indices, c->values, c->rows, x, bias, y);
         return;
     }
     for (size_t j0 = 0; j0 < (size_t)n; j0 += SPMM_BLOCK) {

@@ -309,6 +309,12 @@ int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
                                   t->batch);
             dwf_model_backward(m, t->dlogits, b);
             double pen = dwf_optim_update(&t->optim, lr, o->lambda);
+            if (!isfinite(pen))
+                return dwf_errorf(err, DWF_ENUMERIC,
+                                  "weights became %g at epoch %d, batch %d "
+                                  "(non-finite input data, or lower the "
+                                  "learning rate or lambda)", pen,
+                                  t->epoch + 1, t->batch);
             t->step++;
             dwf_prune_after_step(t);
 
@@ -320,6 +326,11 @@ int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
                 on_batch(t->epoch + 1, t->batch + 1, t->n_batches, ud);
         }
         double train_secs = t->epoch_train_secs + (now_sec() - t0);
+        if (!isfinite(dwf_model_penalty(m, 1.0)))
+            return dwf_errorf(err, DWF_ENUMERIC,
+                              "weights became non-finite in epoch %d "
+                              "(non-finite input data, or lower the learning "
+                              "rate or lambda)", t->epoch + 1);
         t->epoch++;
         t->batch = 0;
         int rc = dwf_prune_after_epoch(t, err);
