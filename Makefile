@@ -124,8 +124,15 @@ check-browser: all
 check: check-unit check-san check-py check-http check-browser
 	@echo "make check: all suites passed"
 
-bench: all
-	bash bench/run.sh
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCHES   := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
+
+$(B)/bench/%: bench/%.c $(B)/libdwfsrv.a $(B)/libdwf.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libdwfsrv.a $(B)/libdwf.a $(PCLIBS)
+
+bench: all $(BENCHES)
+	DWF_BUILD=$(B) bash bench/run.sh
 
 clean:
 	rm -rf build build-san

@@ -241,6 +241,15 @@ int dwf_arch_fan_in(const dwf_arch *a, int i)
     return 0;
 }
 
+void dwf_arch_layer_name(const dwf_arch *a, int i, char *buf, int len)
+{
+    int k = 0;
+    for (int j = 0; j < i; j++)
+        k += a->layers[j].kind == a->layers[i].kind;
+    const char *base = a->layers[i].kind == DWF_LAYER_CONV2D ? "conv" : "dense";
+    snprintf(buf, (size_t)len, "%s%d", base, k);
+}
+
 double dwf_arch_flops(const dwf_arch *a)
 {
     double f = 0.0;

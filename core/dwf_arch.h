@@ -88,6 +88,10 @@ int dwf_arch_fan_in(const dwf_arch *a, int i);
 /* Forward FLOPs (multiply-adds x 2) per sample. */
 double dwf_arch_flops(const dwf_arch *a);
 
+/* Name of weight layer i in metrics and exports: "dense0", "conv1", ...
+ * (the kind and its index among the layers of that kind). */
+void dwf_arch_layer_name(const dwf_arch *a, int i, char *buf, int len);
+
 /* One-line description, e.g. "784-dense300-relu-dense100-relu-dense10". */
 void dwf_arch_describe(const dwf_arch *a, char *buf, int len);
 

@@ -57,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dwf_buf.h"
@@ -256,7 +257,7 @@ static int copy_meta(dwf_smodel *s, const char *spec, const dwf_kv *kv,
             return dwf_errorf(err, DWF_ENOMEM, "sparse model: out of memory");
         for (int i = 0; i < n_kv; i++) {
             memset(s->kv[i].key, 0, sizeof s->kv[i].key);
-            snprintf(s->kv[i].key, sizeof s->kv[i].key, "%s", kv[i].key);
+            memcpy(s->kv[i].key, kv[i].key, DWF_KEY_LEN - 1);
             s->kv[i].value = kv[i].value;
         }
         s->n_kv = n_kv;
@@ -387,15 +388,6 @@ double dwf_smodel_metric(const dwf_smodel *s, const char *key)
         if (strcmp(s->kv[i].key, key) == 0)
             return s->kv[i].value;
     return NAN;
-}
-
-void dwf_smodel_layer_name(const dwf_smodel *s, int i, char *buf, int len)
-{
-    int k = 0;
-    for (int j = 0; j < i; j++)
-        k += s->arch.layers[j].kind == s->arch.layers[i].kind;
-    const char *base = s->arch.layers[i].kind == DWF_LAYER_CONV2D ? "conv" : "dense";
-    snprintf(buf, (size_t)len, "%s%d", base, k);
 }
 
 /* ---- inference ----------------------------------------------------------- */
@@ -1008,10 +1000,13 @@ static int parse(dwf_smodel *s, const uint8_t *buf, size_t len, dwf_err *err)
         if (get_str(&r, &key) || !key)
             return FMT_ERR("metrics[%u]: bad or truncated key", i);
         size_t kl = strlen(key);
-        if (kl == 0 || kl >= DWF_KEY_LEN) {
+        int printable = 1;
+        for (size_t k = 0; k < kl; k++)
+            printable &= key[k] >= 0x20 && key[k] <= 0x7e;
+        if (kl >= DWF_KEY_LEN || !printable) {
             free(key);
-            return FMT_ERR("metrics[%u]: key must be 1..%d bytes", i,
-                           DWF_KEY_LEN - 1);
+            return FMT_ERR("metrics[%u]: key must be at most %d printable "
+                           "ASCII characters", i, DWF_KEY_LEN - 1);
         }
         memcpy(s->kv[i].key, key, kl + 1);
         free(key);
@@ -1083,7 +1078,20 @@ int dwf_smodel_write_file(const dwf_smodel *s, const char *path, dwf_err *err)
     int rc = dwf_smodel_save(s, &buf, &len, err);
     if (rc)
         return rc;
-    /* write a temporary file next to it, then rename over the target */
+    /* a regular file is replaced atomically (written next to it, then
+     * renamed); anything else (a device, a pipe) is written in place */
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        FILE *f = fopen(path, "wb");
+        if (!f)
+            rc = dwf_errorf(err, DWF_EIO, "%s: cannot open: %s", path,
+                            strerror(errno));
+        else if ((fwrite(buf, 1, len, f) != len) | (fclose(f) != 0))
+            rc = dwf_errorf(err, DWF_EIO, "%s: write failed: %s", path,
+                            strerror(errno));
+        free(buf);
+        return rc;
+    }
     size_t pl = strlen(path) + 32;
     char *tmp = malloc(pl);
     if (!tmp) {

@@ -117,7 +117,7 @@ static json_t *arch_object(const dwf_smodel *s)
         bad |= json_object_set_new(jl, "type", json_string(dwf_layer_kind_name(l->kind)));
         if (dwf_layer_has_weight(l->kind)) {
             char name[32];
-            dwf_smodel_layer_name(s, i, name, sizeof name);
+            dwf_arch_layer_name(&s->arch, i, name, sizeof name);
             const dwf_csr *c = &s->w[i];
             bad |= json_object_set_new(jl, "name", json_string(name));
             bad |= json_object_set_new(jl, "depth",
@@ -271,7 +271,7 @@ static int sparse_tensors(const dwf_smodel *s, tlist *l, int i64_first,
                 continue;
             const dwf_csr *c = &s->w[i];
             char name[32];
-            dwf_smodel_layer_name(s, i, name, sizeof name);
+            dwf_arch_layer_name(&s->arch, i, name, sizeof name);
             l->shapes[i][0] = c->rows;
             l->shapes[i][1] = c->cols;
             if (!i64_first || pass == 1) {
@@ -302,7 +302,7 @@ static int dense_tensors(const dwf_smodel *s, tlist *l)
             continue;
         const dwf_csr *c = &s->w[i];
         char name[32];
-        dwf_smodel_layer_name(s, i, name, sizeof name);
+        dwf_arch_layer_name(&s->arch, i, name, sizeof name);
         tensor *t = tadd(l, name, ".weight", T_F32, NULL, c->rows);
         if (!t)
             return -1;
@@ -391,14 +391,15 @@ int dwf_export_safetensors(const dwf_smodel *s, int dense, uint8_t **buf,
         set_text(meta, "architecture", dwf_export_architecture_json(s)) ||
         set_text(meta, "metrics", dwf_export_metrics_json(s)))
         goto nomem;
-    if (s->spec && json_object_set_new(meta, "spec", json_string(s->spec)))
+    json_t *jspec = s->spec ? json_string(s->spec) : NULL; /* NULL: not UTF-8 */
+    if (jspec && json_object_set_new(meta, "spec", jspec))
         goto nomem;
     for (int i = 0; i < s->arch.n_layers && !dense; i++) {
         const dwf_layer_spec *ls = &s->arch.layers[i];
         if (ls->kind != DWF_LAYER_CONV2D)
             continue;
         char name[32], key[64], val[96];
-        dwf_smodel_layer_name(s, i, name, sizeof name);
+        dwf_arch_layer_name(&s->arch, i, name, sizeof name);
         snprintf(key, sizeof key, "%s.weight.kernel_shape", name);
         snprintf(val, sizeof val, "[%d,%d,%d,%d]", ls->filters, ls->in_c,
                  ls->kernel, ls->kernel);
@@ -703,7 +704,9 @@ int dwf_export_json(const dwf_smodel *s, uint8_t **buf, size_t *len,
     if (s->spec) {
         /* the spec is JSON text: embed it as an object when it parses */
         json_t *sp = json_loads(s->spec, 0, NULL);
-        bad |= json_object_set_new(o, "spec", sp ? sp : json_string(s->spec));
+        if (!sp)
+            sp = json_string(s->spec);
+        bad |= json_object_set_new(o, "spec", sp ? sp : json_null());
     } else {
         bad |= json_object_set_new(o, "spec", json_null());
     }
@@ -713,7 +716,7 @@ int dwf_export_json(const dwf_smodel *s, uint8_t **buf, size_t *len,
             continue;
         const dwf_csr *c = &s->w[i];
         char name[32];
-        dwf_smodel_layer_name(s, i, name, sizeof name);
+        dwf_arch_layer_name(&s->arch, i, name, sizeof name);
         json_t *jl = json_object();
         if (!jl || json_array_append_new(layers, jl))
             goto nomem;

@@ -6,7 +6,7 @@
  * Every writer fills *buf with a new malloc'd byte buffer of *len bytes,
  * which the caller frees with free(); on failure *buf is NULL and nothing
  * needs freeing. The model is only read. Layer names are "dense0",
- * "conv1", ... (dwf_smodel_layer_name, the same as dwf_model_layer_name).
+ * "conv1", ... (dwf_arch_layer_name).
  *
  * Array names:
  *   safetensors:   <layer>.weight.values F32 [nnz], .indices I32 [nnz],
@@ -73,10 +73,5 @@ int dwf_export_json(const dwf_smodel *s, uint8_t **buf, size_t *len,
  * new malloc'd JSON strings (NULL when out of memory). */
 char *dwf_export_architecture_json(const dwf_smodel *s);
 char *dwf_export_metrics_json(const dwf_smodel *s);
-
-/* Defined in core/dwf_sparse.c (declared here until dwf_sparse.h has it):
- * name of layer i of s ("dense0", "conv1") into buf, as
- * dwf_model_layer_name() names it. */
-void dwf_smodel_layer_name(const dwf_smodel *s, int i, char *buf, int len);
 
 #endif

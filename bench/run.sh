@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark in one run, so that ratios compare figures
+# measured side by side on the same machine. Writes bench/results.json and
+# prints a summary. See bench/README.md for what each figure means.
+set -eu
+cd "$(dirname "$0")/.."
+B=${DWF_BUILD:-build}
+out=bench/results.json
+EPOCHS=${BENCH_EPOCHS:-2}
+echo "== training throughput: dwf (LeNet-300-100, batch 128, 2 BLAS threads)"
+dwf_json=$("$B/bench/bench_train" "$EPOCHS" 2)
+echo "$dwf_json"
+echo "== training throughput: PyTorch peer (torch.set_num_threads(2), OPENBLAS_NUM_THREADS=1)"
+torch_json=$(OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_train.py "$EPOCHS" 2)
+echo "$torch_json"
+echo "== peak memory of a Fashion-MNIST run (dwf train, LeNet-300-100, D = 3, 1 epoch)"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+echo '{"name": "bench-memory", "train": {"epochs": 1}}' > "$tmp/spec.json"
+peak_kb=$(/usr/bin/python3 - "$B/dwf" "$tmp/spec.json" <<'PY'
+import resource, subprocess, sys
+subprocess.run([sys.argv[1], "train", sys.argv[2], "--quiet"], check=True,
+               stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+PY
+)
+echo "peak RSS ${peak_kb} kB"
+sparse_json="null"
+if [ -x "$B/bench/bench_sparse" ]; then
+    echo "== sparse inference (LeNet-300-100, CSR vs dense cblas)"
+    sparse_json=$("$B/bench/bench_sparse")
+    echo "$sparse_json"
+fi
+/usr/bin/python3 - "$dwf_json" "$torch_json" "$peak_kb" "$sparse_json" "$out" <<'PY'
+import json, sys
+dwf, torch, peak, sparse = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+d, t = dwf["depths"], torch["samples_per_sec"]
+rows = []
+for k in ("1", "2", "3", "4"):
+    rows.append({"depth": int(k), "dwf_samples_per_sec": d[k]["samples_per_sec"],
+                 "torch_samples_per_sec": round(t[k]), "ratio_vs_torch": d[k]["samples_per_sec"] / t[k],
+                 "ratio_vs_d1": d[k]["samples_per_sec"] / d["1"]["samples_per_sec"],
+                 "of_sgemm": d[k]["of_sgemm"]})
+res = {"train": dwf, "torch": torch, "rows": rows, "peak_rss_mb": peak / 1024.0, "sparse": sparse}
+json.dump(res, open(sys.argv[5], "w"), indent=1)
+print("\n depth | dwf samples/s | torch samples/s | dwf/torch | D/1  | of sgemm")
+for r in rows:
+    print(" %5d | %13.0f | %15.0f | %9.2f | %.2f | %.2f" % (r["depth"], r["dwf_samples_per_sec"],
+          r["torch_samples_per_sec"], r["ratio_vs_torch"], r["ratio_vs_d1"], r["of_sgemm"]))
+print(" sgemm ceiling %.1f GFLOP/s on the training shapes; peak RSS %.1f MB" % (dwf["sgemm_gflops"], peak / 1024.0))
+print(" targets: dwf/torch >= 1.5 at D=1 and >= 2 at D=3; D4/D1 >= 0.90; peak < 150 MB")
+PY
+if [ -f bench/bench_http.sh ] && [ -z "${BENCH_NO_HTTP:-}" ]; then
+    echo "== HTTP (wrk) while one job trains"
+    DWF_BUILD=$B bash bench/bench_http.sh
+fi
