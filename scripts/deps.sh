@@ -10,6 +10,10 @@ chromium nodejs wrk"
 want="$build"
 [ "${1:-}" = "--tests" ] && want="$build $tests"
 missing=""
+# npm comes with NodeSource's nodejs; Debian's nodejs needs its own npm package
+if [ "${1:-}" = "--tests" ] && ! command -v npm >/dev/null 2>&1; then
+    want="$want npm"
+fi
 for p in $want; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
         || missing="$missing $p"
