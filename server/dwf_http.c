@@ -1,6 +1,6 @@
 /*
  * dwf_http.c - the REST API, SSE, /metrics and the dashboard files on
- * libmicrohttpd (thread per connection).
+ * libmicrohttpd (a pool of epoll threads; SSE by suspend/resume).
  */
 #include "dwf_http.h"
 
@@ -24,16 +24,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "dwf_export.h"
 #include "dwf_sparse.h"
 #include "dwf_spec.h"
 #include "web_assets.h"
-
-#if defined(__has_include)
-#if __has_include("dwf_export.h")
-#include "dwf_export.h"
-#define DWF_HAVE_EXPORT 1
-#endif
-#endif
 
 /* Reals with 15 significant digits: 0.9 stays 0.9 (17 would print
  * 0.90000000000000002) and every decimal of up to 15 digits round-trips. */
@@ -47,11 +41,15 @@
 
 /* ---- types ---------------------------------------------------------------- */
 
+struct sse;
+
+/* The SSE streams of one job: a generation bumped by each of its store
+ * events, and the streams suspended until the next one. */
 typedef struct watch {
     int64_t job_id;
     int refs;
     uint64_t gen;
-    pthread_cond_t cv;
+    struct sse *waiters;         /* suspended streams */
     struct watch *next;
 } watch;
 
@@ -83,9 +81,8 @@ typedef struct route {
 
 struct req {
     int route;         /* index into routes, -1 = none */
-    int started;
     char id[64];       /* the {id} segment */
-    const char *asset; /* the {asset} rest of the path (borrowed url) */
+    char asset[256];   /* the {asset} rest of the path ("" = none) */
     char *body;
     size_t len, cap;
     int too_large;
@@ -131,6 +128,11 @@ struct dwf_http {
     pthread_mutex_t submit_mu;   /* queue check + insert */
     pthread_mutex_t w_mu;        /* watches */
     watch *watches;
+    pthread_cond_t ping_cv;      /* wakes the heartbeat thread to stop */
+    pthread_t ping_thread;
+    int ping_started, ping_stop;
+    int n_streams;               /* open SSE streams */
+    int http_threads;
     pthread_mutex_t cache_mu;
     cache_slot cache[MODEL_CACHE];
     uint64_t cache_tick;
@@ -139,7 +141,6 @@ struct dwf_http {
     char (*asset_etag)[24];
     /* rendered GET responses, valid while their generation is current */
     pthread_mutex_t rc_mu;
-    pthread_cond_t rc_cv;        /* a fill ended */
     uint64_t boot;               /* makes ETags unique across restarts */
     uint64_t job_gen[JCACHE_N];  /* bumped by every store event of a job */
     cached job_cache[JCACHE_N];  /* direct-mapped by id */
@@ -424,7 +425,7 @@ static enum MHD_Result reply_not_modified(dwf_http *h, struct MHD_Connection *c,
     return reply(h, c, r, 304, resp);
 }
 
-/* ---- watches: per-job condition variables for SSE ------------------------- */
+/* ---- watches: the suspended SSE streams of each job ----------------------- */
 
 static watch *watch_acquire(dwf_http *h, int64_t id)
 {
@@ -435,11 +436,6 @@ static watch *watch_acquire(dwf_http *h, int64_t id)
     if (!w) {
         w = calloc(1, sizeof *w);
         if (w) {
-            pthread_condattr_t ca;
-            pthread_condattr_init(&ca);
-            pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-            pthread_cond_init(&w->cv, &ca);
-            pthread_condattr_destroy(&ca);
             w->job_id = id;
             w->next = h->watches;
             h->watches = w;
@@ -460,19 +456,21 @@ static void watch_release(dwf_http *h, watch *w)
             pp = &(*pp)->next;
         if (*pp)
             *pp = w->next;
-        pthread_cond_destroy(&w->cv);
         free(w);
     }
     pthread_mutex_unlock(&h->w_mu);
 }
 
+static void sse_resume_all(watch *w, double now);
+
+/* A store event of job id (0: every job): bump and resume its streams. */
 static void watch_wake(dwf_http *h, int64_t id)
 {
     pthread_mutex_lock(&h->w_mu);
     for (watch *w = h->watches; w; w = w->next) {
         if (id == 0 || w->job_id == id) {
             w->gen++;
-            pthread_cond_broadcast(&w->cv);
+            sse_resume_all(w, -1);
         }
     }
     pthread_mutex_unlock(&h->w_mu);
@@ -769,8 +767,8 @@ static enum MHD_Result reply_cached(dwf_http *h, struct MHD_Connection *c, req *
 }
 
 /* One lookup of the response caches. A miss makes this thread the slot's
- * filler, so that concurrent misses of the same body wait for one render
- * instead of all rendering it (single flight). */
+ * filler unless another thread is filling it (then this one renders
+ * without caching: with a few HTTP threads, at most that many render). */
 typedef struct fill {
     cached *e;
     uint64_t gen;
@@ -784,46 +782,38 @@ static int slot_is(const cached *e, int64_t id, const char *key)
 
 /* With rc_mu held: a malloc'd copy of the valid body of (id or key) in
  * slot e, or NULL (then render; f->filler says whether to cache_end). */
-static char *cache_begin(dwf_http *h, cached *e, const uint64_t *genp, int64_t id,
+static char *cache_begin(cached *e, const uint64_t *genp, int64_t id,
                          const char *key, size_t *len, fill *f)
 {
-    for (;;) {
-        uint64_t gen = *genp;
-        f->e = e;
-        f->gen = gen;
-        f->filler = 0;
-        int same = slot_is(e, id, key);
-        if (same && e->text && e->gen == gen) {
-            char *t = malloc(e->len + 1);
-            if (t) {
-                memcpy(t, e->text, e->len + 1);
-                *len = e->len;
-            }
-            return t;
+    uint64_t gen = *genp;
+    f->e = e;
+    f->gen = gen;
+    f->filler = 0;
+    int same = slot_is(e, id, key);
+    if (same && e->text && e->gen == gen) {
+        char *t = malloc(e->len + 1);
+        if (t) {
+            memcpy(t, e->text, e->len + 1);
+            *len = e->len;
         }
-        if (e->filling) {
-            if (!same || e->filling != gen + 1)
-                return NULL; /* busy with something else: render uncached */
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += 2;
-            pthread_cond_timedwait(&h->rc_cv, &h->rc_mu, &ts);
-            continue;
-        }
-        if (!same) {
-            free(e->text);
-            e->text = NULL;
-            e->id = id;
-            snprintf(e->key, sizeof e->key, "%s", key ? key : "");
-        }
-        e->filling = gen + 1;
-        f->filler = 1;
-        return NULL;
+        return t;
     }
+    if (e->filling)
+        return NULL; /* another thread renders into it: render uncached
+                        (never wait: this thread serves other clients) */
+    if (!same) {
+        free(e->text);
+        e->text = NULL;
+        e->id = id;
+        snprintf(e->key, sizeof e->key, "%s", key ? key : "");
+    }
+    e->filling = gen + 1;
+    f->filler = 1;
+    return NULL;
 }
 
-/* Ends a fill: keeps text (may be NULL: render failed) when the
- * generation has not moved, and wakes the waiters. */
+/* Ends a fill: keeps text (NULL: the render failed) when the generation
+ * has not moved meanwhile. */
 static void cache_end(dwf_http *h, fill *f, const uint64_t *genp, const char *text,
                       size_t len)
 {
@@ -842,7 +832,6 @@ static void cache_end(dwf_http *h, fill *f, const uint64_t *genp, const char *te
             e->gen = f->gen;
         }
     }
-    pthread_cond_broadcast(&h->rc_cv);
     pthread_mutex_unlock(&h->rc_mu);
     f->filler = 0;
 }
@@ -892,13 +881,17 @@ static enum MHD_Result h_job_list(dwf_http *h, struct MHD_Connection *c, req *r)
             }
         }
         if (e) {
-            text = cache_begin(h, e, &h->list_gen, 0, key, &len, &f);
+            text = cache_begin(e, &h->list_gen, 0, key, &len, &f);
             gen = f.gen;
         }
     }
     pthread_mutex_unlock(&h->rc_mu);
-    snprintf(etag, sizeof etag, "\"l%" PRIx64 "-%" PRIu64 "\"", h->boot, gen);
-    if (text) /* the ETag is the same for every query: only with its URL */
+    uint64_t kh = 1469598103934665603ull; /* FNV-1a of the query */
+    for (const char *k = key; *k; k++)
+        kh = (kh ^ (unsigned char)*k) * 1099511628211ull;
+    snprintf(etag, sizeof etag, "\"l%" PRIx64 "-%" PRIx64 "-%" PRIu64 "\"", h->boot,
+             kh, gen);
+    if (text)
         return reply_cached(h, c, r, text, len, etag);
     json_t *jobs = NULL;
     char *next = NULL;
@@ -928,7 +921,7 @@ static enum MHD_Result h_job_get(dwf_http *h, struct MHD_Connection *c, req *r)
     char etag[96];
     fill f;
     pthread_mutex_lock(&h->rc_mu);
-    char *text = cache_begin(h, &h->job_cache[slot], &h->job_gen[slot], id, NULL, &len,
+    char *text = cache_begin(&h->job_cache[slot], &h->job_gen[slot], id, NULL, &len,
                              &f);
     pthread_mutex_unlock(&h->rc_mu);
     snprintf(etag, sizeof etag, "\"j%" PRIx64 "-%" PRId64 "-%" PRIu64 "\"", h->boot, id,
@@ -1022,14 +1015,36 @@ static enum MHD_Result h_job_metrics(dwf_http *h, struct MHD_Connection *c, req 
 
 typedef struct sse {
     dwf_http *h;
+    struct MHD_Connection *conn;
     int64_t id;
     watch *w;
     int last_epoch;
     int last_state;    /* -1 = nothing sent yet */
     int done;
+    int suspended;     /* in w->waiters, connection suspended */
+    double ping_due;   /* monotonic time of the next heartbeat */
+    struct sse *next_waiter;
     sbuf out;
     size_t off;
 } sse;
+
+/* Resumes the suspended streams of w (all when now < 0, else those whose
+ * heartbeat is due). Call with w_mu held. */
+static void sse_resume_all(watch *w, double now)
+{
+    struct sse **pp = &w->waiters;
+    while (*pp) {
+        struct sse *s = *pp;
+        if (now < 0 || s->ping_due <= now) {
+            *pp = s->next_waiter;
+            s->next_waiter = NULL;
+            s->suspended = 0;
+            MHD_resume_connection(s->conn);
+        } else {
+            pp = &s->next_waiter;
+        }
+    }
+}
 
 static int state_finished(int st)
 {
@@ -1110,6 +1125,17 @@ static void sse_produce(sse *s)
         s->done = 1;
 }
 
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The stream's content reader. Never blocks (the connection shares its
+ * thread with others): with nothing to send it suspends the connection
+ * until the job's next store event or heartbeat (returning 0 with the
+ * connection suspended, as libmicrohttpd documents). */
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
@@ -1133,31 +1159,65 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         sse_produce(s);
         if (s->out.len > 0 || s->done)
             continue;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        double deadline = ts.tv_sec + ts.tv_nsec * 1e-9 + h->sse_ping;
-        ts.tv_sec = (time_t)deadline;
-        ts.tv_nsec = (long)((deadline - (double)ts.tv_sec) * 1e9);
-        int timed_out = 0;
-        pthread_mutex_lock(&h->w_mu);
-        while (s->w->gen == gen && !atomic_load(&h->stopping)) {
-            if (pthread_cond_timedwait(&s->w->cv, &h->w_mu, &ts) == ETIMEDOUT) {
-                timed_out = s->w->gen == gen;
-                break;
-            }
-        }
-        pthread_mutex_unlock(&h->w_mu);
-        if (timed_out)
+        double now = mono_now();
+        if (now >= s->ping_due) {
+            s->ping_due = now + h->sse_ping;
             sb_puts(&s->out, ": ping\n\n");
+            continue;
+        }
+        pthread_mutex_lock(&h->w_mu);
+        if (s->w->gen != gen || atomic_load(&h->stopping)) {
+            pthread_mutex_unlock(&h->w_mu); /* changed meanwhile */
+            continue;
+        }
+        s->suspended = 1;
+        s->next_waiter = s->w->waiters;
+        s->w->waiters = s;
+        MHD_suspend_connection(s->conn);
+        pthread_mutex_unlock(&h->w_mu);
+        return 0;
     }
 }
 
 static void sse_free(void *cls)
 {
     sse *s = cls;
-    watch_release(s->h, s->w);
+    dwf_http *h = s->h;
+    pthread_mutex_lock(&h->w_mu);
+    if (s->suspended) { /* not expected: streams are resumed before closing */
+        struct sse **pp = &s->w->waiters;
+        while (*pp && *pp != s)
+            pp = &(*pp)->next_waiter;
+        if (*pp)
+            *pp = s->next_waiter;
+    }
+    h->n_streams--;
+    pthread_cond_broadcast(&h->ping_cv);
+    pthread_mutex_unlock(&h->w_mu);
+    watch_release(h, s->w);
     free(s->out.p);
     free(s);
+}
+
+/* Resumes the streams whose heartbeat is due, until the server stops. */
+static void *ping_main(void *arg)
+{
+    dwf_http *h = arg;
+    pthread_mutex_lock(&h->w_mu);
+    while (!h->ping_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double step = h->sse_ping < 1.0 ? h->sse_ping / 4 : 0.25;
+        double t = ts.tv_sec + ts.tv_nsec * 1e-9 + step;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&h->ping_cv, &h->w_mu, &ts);
+        double now = mono_now();
+        for (watch *w = h->watches; w; w = w->next)
+            sse_resume_all(w, now);
+    }
+    pthread_mutex_unlock(&h->w_mu);
+    return NULL;
 }
 
 static enum MHD_Result h_job_events(dwf_http *h, struct MHD_Connection *c, req *r)
@@ -1175,8 +1235,10 @@ static enum MHD_Result h_job_events(dwf_http *h, struct MHD_Connection *c, req *
     if (!s)
         return MHD_NO;
     s->h = h;
+    s->conn = c;
     s->id = id;
     s->last_state = -1;
+    s->ping_due = mono_now() + h->sse_ping;
     const char *lei = header(c, "Last-Event-ID");
     int64_t from = 0;
     if (lei && parse_i64(lei, 0, INT_MAX, &from) == 0)
@@ -1186,6 +1248,9 @@ static enum MHD_Result h_job_events(dwf_http *h, struct MHD_Connection *c, req *
         free(s);
         return MHD_NO;
     }
+    pthread_mutex_lock(&h->w_mu);
+    h->n_streams++;
+    pthread_mutex_unlock(&h->w_mu);
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 8192, sse_read, s, sse_free);
     if (!resp) {
@@ -1214,7 +1279,6 @@ static const struct {
 static int export_model(int f, const uint8_t *blob, size_t len, uint8_t **out,
                         size_t *out_len, dwf_err *e)
 {
-#ifdef DWF_HAVE_EXPORT
     dwf_smodel m;
     memset(&m, 0, sizeof m);
     int rc = dwf_smodel_load(&m, blob, len, e);
@@ -1223,14 +1287,6 @@ static int export_model(int f, const uint8_t *blob, size_t len, uint8_t **out,
     rc = dwf_export_buffer(&m, formats[f].name, out, out_len, e);
     dwf_smodel_free(&m);
     return rc;
-#else
-    (void)blob;
-    (void)len;
-    (void)out;
-    (void)out_len;
-    return dwf_errorf(e, DWF_EINVAL, "format %s is not available in this build",
-                      formats[f].name);
-#endif
 }
 
 static enum MHD_Result h_job_model(dwf_http *h, struct MHD_Connection *c, req *r)
@@ -1695,10 +1751,11 @@ static enum MHD_Result h_sweep_create(dwf_http *h, struct MHD_Connection *c, req
                               counts[DWF_STORE_QUEUED], h->max_queue);
             goto done;
         }
+        json_t *empty = grid ? NULL : json_object();
         if (rc == 0)
-            rc = dwf_store_sweep_create(h->store, name, base,
-                                        grid ? grid : json_object(), jn,
-                                        (int)n_specs, &sid, NULL, &e);
+            rc = dwf_store_sweep_create(h->store, name, base, grid ? grid : empty,
+                                        jn, (int)n_specs, &sid, NULL, &e);
+        json_decref(empty);
         pthread_mutex_unlock(&h->submit_mu);
         if (rc) {
             ret = reply_store_error(h, c, r, rc, &e, NULL);
@@ -2185,7 +2242,7 @@ static enum MHD_Result h_metrics(dwf_http *h, struct MHD_Connection *c, req *r)
 
 static enum MHD_Result h_static(dwf_http *h, struct MHD_Connection *c, req *r)
 {
-    const char *path = r->asset && *r->asset ? r->asset : "/index.html";
+    const char *path = r->asset[0] ? r->asset : "/index.html";
     if (strcmp(path, "/") == 0)
         path = "/index.html";
     for (int i = 0; i < h->n_assets; i++) {
@@ -2270,9 +2327,9 @@ static int match_route(const char *pat, const char *url, req *r)
         size_t pl = pe ? (size_t)(pe - p) : strlen(p);
         size_t ul = ue ? (size_t)(ue - u) : strlen(u);
         if (pl == 7 && strncmp(p, "{asset}", 7) == 0) {
-            if (ul == 0)
+            if (ul == 0 || strlen(u - 1) >= sizeof r->asset)
                 return 0;
-            r->asset = u - 1;
+            snprintf(r->asset, sizeof r->asset, "%s", u - 1);
             return 1;
         }
         if (pl == 4 && strncmp(p, "{id}", 4) == 0) {
@@ -2313,19 +2370,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
         const char *m = strcmp(method, "HEAD") == 0 ? "GET" : method;
         int path_hit = 0;
         char allow[128] = "";
+        int fallback = -1;
         for (int i = 0; i < n_routes; i++) {
-            req tmp = {0};
-            if (!match_route(routes[i].pattern, url, &tmp))
+            if (strcmp(routes[i].pattern, "/{asset}") == 0) {
+                fallback = i; /* dashboard files: only when no route matches */
+                continue;
+            }
+            if (!match_route(routes[i].pattern, url, r))
                 continue;
             if (strcmp(routes[i].method, m) == 0) {
                 r->route = i;
-                memcpy(r->id, tmp.id, sizeof r->id);
-                r->asset = tmp.asset;
                 break;
             }
-            /* {asset} catches every path: not a 405 source */
-            if (strcmp(routes[i].pattern, "/{asset}") == 0)
-                continue;
             path_hit = 1;
             if (!strstr(allow, routes[i].method)) {
                 size_t al = strlen(allow);
@@ -2334,6 +2390,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
                          strcmp(routes[i].method, "GET") == 0 ? ", HEAD" : "");
             }
         }
+        if (r->route < 0 && !path_hit && fallback >= 0 &&
+            strcmp(routes[fallback].method, m) == 0 &&
+            match_route(routes[fallback].pattern, url, r))
+            r->route = fallback;
         if (r->route < 0) {
             if (path_hit) {
                 char *text = NULL;
@@ -2477,16 +2537,15 @@ static void http_free(dwf_http *h)
     while (h->watches) { /* none remain once MHD has stopped */
         watch *w = h->watches;
         h->watches = w->next;
-        pthread_cond_destroy(&w->cv);
         free(w);
     }
+    pthread_cond_destroy(&h->ping_cv);
     free(h->asset_etag);
     for (int i = 0; i < JCACHE_N; i++)
         free(h->job_cache[i].text);
     for (int i = 0; i < LCACHE_N; i++)
         free(h->list_cache[i].text);
     pthread_mutex_destroy(&h->rc_mu);
-    pthread_cond_destroy(&h->rc_cv);
     pthread_mutex_destroy(&h->submit_mu);
     pthread_mutex_destroy(&h->w_mu);
     pthread_mutex_destroy(&h->cache_mu);
@@ -2507,14 +2566,14 @@ int dwf_http_create(const dwf_http_config *cfg, dwf_store *store,
     pthread_mutex_init(&h->submit_mu, NULL);
     pthread_mutex_init(&h->w_mu, NULL);
     pthread_mutex_init(&h->cache_mu, NULL);
-    pthread_mutex_init(&h->rc_mu, NULL);
     {
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&h->rc_cv, &ca);
+        pthread_cond_init(&h->ping_cv, &ca);
         pthread_condattr_destroy(&ca);
     }
+    pthread_mutex_init(&h->rc_mu, NULL);
     {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -2554,6 +2613,7 @@ int dwf_http_create(const dwf_http_config *cfg, dwf_store *store,
     }
     h->ipv6 = cfg->ipv6;
     h->http_nice = cfg->http_nice;
+    h->http_threads = cfg->threads > 0 ? cfg->threads : 2;
     h->max_connections = cfg->max_connections > 0 ? cfg->max_connections : 1000;
     *out = h;
     return 0;
@@ -2563,18 +2623,24 @@ int dwf_http_listen(dwf_http *h, dwf_err *err)
 {
     if (h->d)
         return dwf_errorf(err, DWF_EINVAL, "http: already listening");
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD |
-                         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO |
-                         MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    /* A small pool of threads, each with its own epoll set: many
+     * connections per thread, so nothing may block (SSE suspends). */
+    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD |
+                         MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (h->ipv6)
         flags |= MHD_USE_IPv6;
     unsigned int max_conn = (unsigned)h->max_connections;
+    int e = pthread_create(&h->ping_thread, NULL, ping_main, h);
+    if (e)
+        return dwf_errorf(err, DWF_EIO, "http: cannot start a thread: %s", strerror(e));
+    h->ping_started = 1;
     h->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->listen_fd,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
-        MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, max_conn,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)h->http_threads, MHD_OPTION_END);
     if (!h->d)
         return dwf_errorf(err, DWF_EIO, "http: libmicrohttpd did not start");
     return 0;
@@ -2602,7 +2668,28 @@ void dwf_http_stop(dwf_http *h)
     if (!h)
         return;
     dwf_http_quiesce(h);
+    /* let the resumed event streams end cleanly (up to a second) */
+    pthread_mutex_lock(&h->w_mu);
+    double until = mono_now() + 1.0;
+    while (h->d && h->n_streams > 0 && mono_now() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 20000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&h->ping_cv, &h->w_mu, &ts);
+    }
+    pthread_mutex_unlock(&h->w_mu);
     if (h->d)
         MHD_stop_daemon(h->d);
+    if (h->ping_started) {
+        pthread_mutex_lock(&h->w_mu);
+        h->ping_stop = 1;
+        pthread_cond_broadcast(&h->ping_cv);
+        pthread_mutex_unlock(&h->w_mu);
+        pthread_join(h->ping_thread, NULL);
+    }
     http_free(h);
 }

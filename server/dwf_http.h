@@ -4,10 +4,12 @@
  * Events, Prometheus /metrics, the OpenAPI document and the embedded
  * dashboard (web_assets.h).
  *
- * Threading: libmicrohttpd runs one thread per connection (an SSE stream
- * blocks its own thread on a per-job condition variable, never another
- * client). Handlers read the store through its reader pool and never wait
- * for a training step. GET /v1/jobs/{id} and GET /v1/jobs keep their
+ * Threading: libmicrohttpd runs a small pool of threads, each serving many
+ * connections from its own epoll set, so handlers never block for long:
+ * an SSE stream with nothing to send suspends its connection, and the
+ * job's next store event (or the heartbeat timer) resumes it. Handlers
+ * read the store through its reader pool and never wait for a training
+ * step. GET /v1/jobs/{id} and GET /v1/jobs keep their
  * rendered bodies until a store event of that job (any job, for lists)
  * invalidates them, and answer If-None-Match with 304: the store's events
  * must reach dwf_http_on_event() for every change of a job.
@@ -47,6 +49,7 @@ typedef struct dwf_http_config {
     int n_roots;
     double sse_ping;             /* seconds between SSE heartbeats; 0 = 15 */
     int max_connections;         /* 0 = 1000 */
+    int threads;                 /* HTTP threads; 0 = 2 */
     int http_nice;               /* nice value of connection threads (0..19):
                                     > 0 favours training over HTTP load */
     dwf_log_fn log;              /* may be NULL */

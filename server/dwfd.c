@@ -46,6 +46,7 @@ typedef struct options {
     int checkpoint_every; /* -1 = from the spec */
     double sse_ping;
     int http_nice;
+    int http_threads;
     int list_routes;
     int cli_roots;        /* data-root given on the command line */
 } options;
@@ -65,6 +66,7 @@ static const char usage_text[] =
     "  --auth-reads            require a token for reads too\n"
     "  --checkpoint-every N    epochs between checkpoints (default: the spec's)\n"
     "  --sse-ping SECONDS      heartbeat interval of event streams (default 15)\n"
+    "  --http-threads N        threads serving HTTP (default 2)\n"
     "  --http-nice N           nice value (0-19) of HTTP threads: higher keeps\n"
     "                          training fast under heavy HTTP load (default 0)\n"
     "  --config FILE           'key = value' lines with the option names above\n"
@@ -80,10 +82,12 @@ static void log_stderr(void *ud, const char *fmt, ...)
 {
     (void)ud;
     char ts[32];
-    time_t now = time(NULL);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
     struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    gmtime_r(&now.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof ts - n, ".%03ldZ", now.tv_nsec / 1000000);
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -192,6 +196,10 @@ static int set_option(options *o, const char *name, const char *value,
         if (parse_int(value, 0, 10000, &v))
             BAD("--checkpoint-every must be an integer from 0 to 10000");
         o->checkpoint_every = (int)v;
+    } else if (!strcmp(name, "http-threads")) {
+        if (parse_int(value, 1, 64, &v))
+            BAD("--http-threads must be an integer from 1 to 64");
+        o->http_threads = (int)v;
     } else if (!strcmp(name, "http-nice")) {
         if (parse_int(value, 0, 19, &v))
             BAD("--http-nice must be an integer from 0 to 19");
@@ -376,6 +384,7 @@ int main(int argc, char **argv)
         {"checkpoint-every", required_argument, 0, 'c'},
         {"sse-ping", required_argument, 0, 'p'},
         {"http-nice", required_argument, 0, 'n'},
+        {"http-threads", required_argument, 0, 'H'},
         {"config", required_argument, 0, 'C'},
         {"list-routes", no_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},
@@ -519,6 +528,7 @@ int main(int argc, char **argv)
         .n_roots = o.n_roots,
         .sse_ping = o.sse_ping,
         .http_nice = o.http_nice,
+        .threads = o.http_threads,
         .log = log_stderr,
     };
     dwf_http *http = NULL;
@@ -564,7 +574,9 @@ int main(int argc, char **argv)
     fan.http = NULL;
     pthread_mutex_unlock(&fan.mu);
     dwf_http_stop(http);      /* joins the connection threads */
+    log_stderr(NULL, "http stopped");
     dwf_pool_free(pool);      /* joins the workers (jobs requeued) */
+    log_stderr(NULL, "workers stopped");
     dwf_store_close(store);
     log_stderr(NULL, "stopped");
     return 0;
