@@ -28,8 +28,9 @@ echo "peak RSS ${peak_kb} kB"
 sparse_json="null"
 if [ -x "$B/bench/bench_sparse" ]; then
     echo "== sparse inference (LeNet-300-100, CSR vs dense cblas)"
-    sparse_json=$("$B/bench/bench_sparse")
-    echo "$sparse_json"
+    sparse_out=$("$B/bench/bench_sparse")
+    echo "$sparse_out"
+    sparse_json=$(printf '%s\n' "$sparse_out" | grep '^{' | tail -n 1)
 fi
 /usr/bin/python3 - "$dwf_json" "$torch_json" "$peak_kb" "$sparse_json" "$out" <<'PY'
 import json, sys

@@ -19,28 +19,27 @@ done
 echo "dwfd running at http://$addr/ (dashboard), log in var/dwfd.log"
 job=$(curl -fsS -X POST -H 'Content-Type: application/json' \
     --data-binary @examples/main.json "http://$addr/v1/jobs")
-id=$(printf '%s' "$job" | sed -n 's/^{"id": *\([0-9]*\).*/\1/p; s/.*"id": *\([0-9]*\).*/\1/p' | head -n1)
+id=$(printf '%s' "$job" | sed -n 's/^{"id":\([0-9]*\).*/\1/p')
 echo "submitted job $id: http://$addr/#/jobs/$id"
+# one line per epoch from the job's event stream (ends when the job ends)
+num() { printf '%s' "$2" | sed -n "s/.*\"$1\":\([-0-9.eE+]*\).*/\1/p"; }
 curl -fsSN "http://$addr/v1/jobs/$id/events" | while IFS= read -r line; do
     case "$line" in
-    data:*) printf '%s\n' "${line#data: }" | /usr/bin/python3 -c '
-import json, sys
-m = json.loads(sys.stdin.read())
-if "epoch" in m and "test_acc" in m:
-    print("epoch %3d  loss %.4f  test %.4f  sparse %.4f  CR %.1f" % (
-        m["epoch"], m["train_loss"], m["test_acc"], m["sparse_test_acc"], m["cr"]))
-elif "state" in m:
-    print("state", m["state"])
-' 2>/dev/null || true ;;
+    "event: "*) ev=${line#event: } ;;
+    "data: "*)
+        d=${line#data: }
+        if [ "$ev" = epoch ]; then
+            printf 'epoch %3s/%s  loss %.4f  test %.4f  sparse %.4f  CR %.1f\n' \
+                "$(num epoch "$d")" "$(num epochs "$d")" "$(num train_loss "$d")" \
+                "$(num test_acc "$d")" "$(num sparse_test_acc "$d")" "$(num cr "$d")"
+        elif [ "$ev" = state ]; then
+            echo "state: $(printf '%s' "$d" | sed -n 's/.*"state":"\([a-z]*\)".*/\1/p')"
+        fi ;;
     esac
 done
 curl -fsS -o var/main-model.safetensors "http://$addr/v1/jobs/$id/model?format=safetensors" &&
     echo "sparse model saved to var/main-model.safetensors"
-curl -fsS "http://$addr/v1/jobs/$id" | /usr/bin/python3 -c '
-import json, sys
-j = json.load(sys.stdin)
-m = j.get("metrics") or {}
-print("job %s %s: sparse test accuracy %.4f at CR %.1f" % (j["id"], j["state"],
-      m.get("sparse_test_acc") or 0, m.get("cr") or 0))'
+curl -fsS -o var/main-model.dwfm "http://$addr/v1/jobs/$id/model?format=dwfm" &&
+    build/dwf info var/main-model.dwfm | head -n 3
 echo "dwfd keeps serving http://$addr/ - Ctrl-C to stop"
 wait $pid
