@@ -3,7 +3,12 @@
  * batch 128 for D = 1..4, against the cblas_sgemm ceiling measured on the
  * same shapes in the same run. Prints one JSON object.
  *
- *   bench_train [EPOCHS] [BLAS_THREADS]
+ *   bench_train [EPOCHS] [THREADS] [MODE]
+ *
+ * MODE "lanes" (default): the trainer runs THREADS batch slices in
+ * parallel (dwf_train_opts.threads), each with single-threaded sgemm;
+ * "blas": one trainer thread, THREADS OpenBLAS threads inside each sgemm.
+ * The sgemm ceiling is measured with THREADS OpenBLAS threads either way.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -78,6 +83,7 @@ int main(int argc, char **argv)
 {
     int epochs = argc > 1 ? atoi(argv[1]) : 1;
     int threads = argc > 2 ? atoi(argv[2]) : 2;
+    int lanes = !(argc > 3 && strcmp(argv[3], "blas") == 0);
     openblas_set_num_threads(threads);
     dwf_err err = {0};
     dwf_dataset train = {0};
@@ -89,9 +95,12 @@ int main(int argc, char **argv)
     const int widths[] = {784, 300, 100, 10};
     double fps;
     double ceiling = sgemm_ceiling(widths, 3, 128, 2000, &fps);
-    printf("{\"blas_threads\": %d, \"epochs\": %d, \"sgemm_gflops\": %.2f, "
+    /* the trainer's threads, or OpenBLAS's */
+    openblas_set_num_threads(lanes ? 1 : threads);
+    printf("{\"threads\": %d, \"mode\": \"%s\", \"blas_threads\": %d, \"epochs\": %d, \"sgemm_gflops\": %.2f, "
            "\"flops_per_sample\": %.0f, \"sgemm_samples_per_sec\": %.0f, \"depths\": {",
-           threads, epochs, ceiling, fps, ceiling * 1e9 / fps);
+           threads, lanes ? "lanes" : "blas", lanes ? 1 : threads, epochs, ceiling,
+           fps, ceiling * 1e9 / fps);
     int hidden[2] = {300, 100};
     for (int D = 1; D <= 4; D++) {
         dwf_arch a;
@@ -99,6 +108,7 @@ int main(int argc, char **argv)
         dwf_train_opts_default(&o);
         o.epochs = epochs;
         o.lambda = 1e-3;
+        o.threads = lanes ? threads : 1;
         dwf_trainer *t = NULL;
         if (dwf_arch_mlp(&a, 1, 28, 28, hidden, 2, 10, D, &err) ||
             dwf_trainer_create(&a, &o, &train, NULL, NULL, &t, &err) ||

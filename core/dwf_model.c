@@ -23,10 +23,32 @@ static dwf_conv_shape conv_shape(const dwf_layer_spec *l)
     return s;
 }
 
+static void free_lanes(dwf_model *m)
+{
+    for (int k = 0; k < m->n_lanes - 1; k++) {
+        dwf_lane *l = &m->lanes[k];
+        for (int i = 0; i < m->arch.n_layers; i++) {
+            if (m->arch.layers[i].kind != DWF_LAYER_FLATTEN)
+                free(l->act[i + 1]);
+            free(l->argmax[i]);
+        }
+        free(l->dact[0]);
+        free(l->dact[1]);
+        free(l->col);
+        free(l->dcol);
+        for (int i = 0; i < m->n_params; i++)
+            free(l->gw[i]);
+    }
+    free(m->lanes);
+    m->lanes = NULL;
+    m->n_lanes = 1;
+}
+
 void dwf_model_free(dwf_model *m)
 {
     if (!m)
         return;
+    free_lanes(m);
     for (int i = 0; i < m->n_params; i++)
         dwf_param_free(&m->params[i]);
     for (int i = 0; i < m->arch.n_layers; i++) {
@@ -54,6 +76,7 @@ int dwf_model_create(const dwf_arch *arch, int max_batch, dwf_model **out,
         return dwf_errorf(err, DWF_ENOMEM, "out of memory for the model");
     m->arch = *arch;
     m->max_batch = max_batch;
+    m->n_lanes = 1;
     int rc = dwf_arch_resolve(&m->arch, err);
     if (rc) {
         free(m);
@@ -157,16 +180,18 @@ void dwf_model_collapse(dwf_model *m)
         dwf_param_collapse(&m->params[i]);
 }
 
-const float *dwf_model_forward(dwf_model *m, const float *x, int b)
+/* Forward into the workspace act/argmax/col (the model's or a lane's). */
+static const float *forward(dwf_model *m, float **act, int32_t **argmax,
+                            float *col, const float *x, int b)
 {
     const dwf_arch *a = &m->arch;
-    m->act[0] = (float *)x; /* read only: never written */
+    act[0] = (float *)x; /* read only: never written */
     if (a->n_layers > 0 && a->layers[0].kind == DWF_LAYER_FLATTEN)
-        m->act[1] = m->act[0];
+        act[1] = act[0];
     for (int i = 0; i < a->n_layers; i++) {
         const dwf_layer_spec *l = &a->layers[i];
-        const float *in = m->act[i];
-        float *out = m->act[i + 1];
+        const float *in = act[i];
+        float *out = act[i + 1];
         int64_t in_size = (int64_t)l->in_c * l->in_h * l->in_w;
         switch (l->kind) {
         case DWF_LAYER_DENSE:
@@ -177,64 +202,66 @@ const float *dwf_model_forward(dwf_model *m, const float *x, int b)
         case DWF_LAYER_CONV2D: {
             dwf_conv_shape s = conv_shape(l);
             dwf_conv2d_forward(&s, in, m->params[m->weight_idx[i]].w,
-                               m->params[m->bias_idx[i]].w, b, m->col, out);
+                               m->params[m->bias_idx[i]].w, b, col, out);
             break;
         }
         case DWF_LAYER_MAXPOOL2D:
             dwf_maxpool_forward(l->in_c, l->in_h, l->in_w, l->kernel,
                                 l->stride, l->out_h, l->out_w, in, b, out,
-                                m->argmax[i]);
+                                argmax[i]);
             break;
         case DWF_LAYER_RELU:
             dwf_relu_forward(in, (int64_t)b * in_size, out);
             break;
         case DWF_LAYER_FLATTEN:
-            m->act[i + 1] = m->act[i];
+            act[i + 1] = act[i];
             break;
         }
     }
-    return m->act[a->n_layers];
+    return act[a->n_layers];
 }
 
-void dwf_model_backward(dwf_model *m, const float *dlogits, int b)
+/* Backward through the workspace of a forward; gw[i] receives parameter
+ * i's weight gradient. */
+static void backward(dwf_model *m, float **act, float **dact,
+                     int32_t **argmax, float *col, float *dcol, float **gw,
+                     const float *dlogits, int b)
 {
     const dwf_arch *a = &m->arch;
     int cur = 0;
     const float *dy = dlogits;
     for (int i = a->n_layers - 1; i >= 0; i--) {
         const dwf_layer_spec *l = &a->layers[i];
-        const float *in = m->act[i];
+        const float *in = act[i];
         int64_t in_size = (int64_t)l->in_c * l->in_h * l->in_w;
         /* the input gradient is needed unless every earlier layer is
          * parameterless (then nothing below uses it) */
         int need_dx = 0;
         for (int j = 0; j < i; j++)
             need_dx |= dwf_layer_has_weight(a->layers[j].kind);
-        float *dx = need_dx ? m->dact[cur] : NULL;
+        float *dx = need_dx ? dact[cur] : NULL;
         switch (l->kind) {
         case DWF_LAYER_DENSE: {
-            dwf_param *w = &m->params[m->weight_idx[i]];
-            dwf_param *bias = &m->params[m->bias_idx[i]];
-            dwf_dense_backward(in, w->w, dy, b, (int)in_size, l->units, w->gw,
-                               bias->gw, dx);
+            int wi = m->weight_idx[i], bi = m->bias_idx[i];
+            dwf_dense_backward(in, m->params[wi].w, dy, b, (int)in_size,
+                               l->units, gw[wi], gw[bi], dx);
             break;
         }
         case DWF_LAYER_CONV2D: {
             dwf_conv_shape s = conv_shape(l);
-            dwf_param *w = &m->params[m->weight_idx[i]];
-            dwf_param *bias = &m->params[m->bias_idx[i]];
-            dwf_conv2d_backward(&s, in, w->w, dy, b, m->col, m->dcol, w->gw,
-                                bias->gw, dx);
+            int wi = m->weight_idx[i], bi = m->bias_idx[i];
+            dwf_conv2d_backward(&s, in, m->params[wi].w, dy, b, col, dcol,
+                                gw[wi], gw[bi], dx);
             break;
         }
         case DWF_LAYER_MAXPOOL2D:
             if (dx)
                 dwf_maxpool_backward(l->in_c, l->in_h, l->in_w, l->out_h,
-                                     l->out_w, dy, m->argmax[i], b, dx);
+                                     l->out_w, dy, argmax[i], b, dx);
             break;
         case DWF_LAYER_RELU:
             if (dx)
-                dwf_relu_backward(m->act[i + 1], dy, (int64_t)b * in_size, dx);
+                dwf_relu_backward(act[i + 1], dy, (int64_t)b * in_size, dx);
             break;
         case DWF_LAYER_FLATTEN:
             if (dx)
@@ -248,6 +275,106 @@ void dwf_model_backward(dwf_model *m, const float *dlogits, int b)
             cur ^= 1;
         }
     }
+}
+
+const float *dwf_model_forward(dwf_model *m, const float *x, int b)
+{
+    return forward(m, m->act, m->argmax, m->col, x, b);
+}
+
+void dwf_model_backward(dwf_model *m, const float *dlogits, int b)
+{
+    float *gw[2 * DWF_MAX_LAYERS];
+    for (int i = 0; i < m->n_params; i++)
+        gw[i] = m->params[i].gw;
+    backward(m, m->act, m->dact, m->argmax, m->col, m->dcol, gw, dlogits, b);
+}
+
+const float *dwf_model_forward_lane(dwf_model *m, int k, const float *x, int b)
+{
+    if (k == 0)
+        return dwf_model_forward(m, x, b);
+    dwf_lane *l = &m->lanes[k - 1];
+    return forward(m, l->act, l->argmax, l->col, x, b);
+}
+
+void dwf_model_backward_lane(dwf_model *m, int k, const float *dlogits, int b)
+{
+    if (k == 0) {
+        dwf_model_backward(m, dlogits, b);
+        return;
+    }
+    dwf_lane *l = &m->lanes[k - 1];
+    backward(m, l->act, l->dact, l->argmax, l->col, l->dcol, l->gw, dlogits, b);
+}
+
+float *dwf_model_lane_gw(dwf_model *m, int k, int i)
+{
+    return k == 0 ? m->params[i].gw : m->lanes[k - 1].gw[i];
+}
+
+/* The buffers of one extra lane for batches of up to l->max_batch. */
+static int alloc_lane(dwf_model *m, dwf_lane *l)
+{
+    const dwf_arch *a = &m->arch;
+    size_t bsz = (size_t)l->max_batch;
+    for (int i = 0; i < a->n_layers; i++) {
+        const dwf_layer_spec *ls = &a->layers[i];
+        if (ls->kind == DWF_LAYER_FLATTEN)
+            continue; /* aliases its input, set by forward */
+        size_t os = (size_t)layer_out_size(ls);
+        l->act[i + 1] = malloc(bsz * os * sizeof(float));
+        if (!l->act[i + 1])
+            return -1;
+        if (ls->kind == DWF_LAYER_MAXPOOL2D && !(l->argmax[i] = malloc(bsz * os * sizeof(int32_t))))
+            return -1;
+    }
+    l->dact[0] = malloc(bsz * (size_t)m->max_act * sizeof(float));
+    l->dact[1] = malloc(bsz * (size_t)m->max_act * sizeof(float));
+    if (!l->dact[0] || !l->dact[1])
+        return -1;
+    for (int i = 0; i < m->n_params; i++)
+        if (!(l->gw[i] = malloc((size_t)m->params[i].n * sizeof(float))))
+            return -1;
+    if (m->col) {
+        int64_t max_col = 0;
+        for (int i = 0; i < a->n_layers; i++) {
+            const dwf_layer_spec *ls = &a->layers[i];
+            if (ls->kind == DWF_LAYER_CONV2D) {
+                int64_t c = (int64_t)ls->in_c * ls->kernel * ls->kernel * ls->out_h * ls->out_w;
+                max_col = c > max_col ? c : max_col;
+            }
+        }
+        l->col = malloc((size_t)max_col * sizeof(float));
+        l->dcol = malloc((size_t)max_col * sizeof(float));
+        if (!l->col || !l->dcol)
+            return -1;
+    }
+    return 0;
+}
+
+int dwf_model_set_lanes(dwf_model *m, int n, dwf_err *err)
+{
+    if (n < 1 || n > DWF_MAX_THREADS)
+        return dwf_errorf(err, DWF_EINVAL, "lanes: %d must be in 1..%d", n,
+                          DWF_MAX_THREADS);
+    free_lanes(m);
+    if (n == 1)
+        return 0;
+    m->lanes = calloc((size_t)n - 1, sizeof *m->lanes);
+    if (!m->lanes)
+        return dwf_errorf(err, DWF_ENOMEM, "out of memory for %d lanes", n);
+    m->n_lanes = n;
+    for (int k = 0; k < n - 1; k++) {
+        m->lanes[k].max_batch = (m->max_batch + n - 1) / n;
+        if (alloc_lane(m, &m->lanes[k])) {
+            free_lanes(m);
+            return dwf_errorf(err, DWF_ENOMEM,
+                              "out of memory for lane %d of %d (batch %d)", k + 1,
+                              n, m->max_batch);
+        }
+    }
+    return 0;
 }
 
 double dwf_model_factor_grads(dwf_model *m, double lambda)
@@ -266,8 +393,8 @@ double dwf_model_penalty(const dwf_model *m, double lambda)
     return pen;
 }
 
-double dwf_softmax_xent(const float *logits, const int32_t *y, int b, int c,
-                        float *dlogits, int *correct)
+double dwf_softmax_xent_part(const float *logits, const int32_t *y, int b,
+                             int total, int c, float *dlogits, int *correct)
 {
     double loss = 0.0;
     int ok = 0;
@@ -289,11 +416,18 @@ double dwf_softmax_xent(const float *logits, const int32_t *y, int b, int c,
         if (dlogits) {
             float *d = dlogits + (size_t)i * c;
             for (int j = 0; j < c; j++)
-                d[j] = (float)((exp((double)z[j] - lse) - (j == y[i])) / b);
+                d[j] = (float)((exp((double)z[j] - lse) - (j == y[i])) / total);
         }
     }
     if (correct)
         *correct = ok;
+    return loss;
+}
+
+double dwf_softmax_xent(const float *logits, const int32_t *y, int b, int c,
+                        float *dlogits, int *correct)
+{
+    double loss = dwf_softmax_xent_part(logits, y, b, b, c, dlogits, correct);
     return b > 0 ? loss / b : 0.0;
 }
 
@@ -301,13 +435,4 @@ void dwf_model_param_list(dwf_model *m, dwf_param **out)
 {
     for (int i = 0; i < m->n_params; i++)
         out[i] = &m->params[i];
-}
-
-void dwf_model_layer_name(const dwf_model *m, int i, char *buf, int len)
-{
-    int k = 0;
-    for (int j = 0; j < i; j++)
-        k += m->arch.layers[j].kind == m->arch.layers[i].kind;
-    const char *base = m->arch.layers[i].kind == DWF_LAYER_CONV2D ? "conv" : "dense";
-    snprintf(buf, (size_t)len, "%s%d", base, k);
 }

@@ -5,7 +5,9 @@
  * dwf_model_create() allocates everything for batches of up to max_batch
  * samples; dwf_model_free() releases it. The model owns its dwf_params
  * (one weight per dense/conv layer, one bias each) and its activations.
- * A model is used by one thread at a time.
+ * A model is used by one thread at a time, except that with lanes
+ * (dwf_model_set_lanes) each lane may run its own forward and backward in
+ * its own thread at the same time, on its own slice of a batch.
  *
  * Forward and backward use the collapsed weights w; call
  * dwf_model_collapse() after every change of the factors.
@@ -19,6 +21,18 @@
 #include "dwf_err.h"
 #include "dwf_param.h"
 #include "dwf_rng.h"
+#include "dwf_workers.h"
+
+/* The workspace of one extra lane (lane 1, 2, ...): activations and the
+ * weight gradients of its slice of the batch. Owned by the model. */
+typedef struct dwf_lane {
+    int max_batch;
+    float *act[DWF_MAX_LAYERS + 1];
+    float *dact[2];
+    int32_t *argmax[DWF_MAX_LAYERS];
+    float *col, *dcol;
+    float *gw[2 * DWF_MAX_LAYERS];  /* per parameter, like dwf_param.gw */
+} dwf_lane;
 
 typedef struct dwf_model {
     dwf_arch arch;                 /* resolved */
@@ -34,6 +48,8 @@ typedef struct dwf_model {
     float *dcol;                    /* im2col gradient scratch */
     float *scratch;                 /* 2 * largest param, factor grads */
     int64_t max_act;                /* floats per activation buffer */
+    int n_lanes;                    /* 1 + extra lanes */
+    dwf_lane *lanes;                /* n_lanes - 1 extra lanes (lane k at [k-1]) */
 } dwf_model;
 
 int dwf_model_create(const dwf_arch *arch, int max_batch, dwf_model **out,
@@ -56,6 +72,19 @@ const float *dwf_model_forward(dwf_model *m, const float *x, int b);
  * (and bias gw) of every parameter. */
 void dwf_model_backward(dwf_model *m, const float *dlogits, int b);
 
+/* Data-parallel batches: gives the model n lanes in all (1..DWF_MAX_THREADS;
+ * lane 0 is the model's own workspace, the others take batch slices of up
+ * to ceil(max_batch / n) samples). Replaces earlier lanes. */
+int dwf_model_set_lanes(dwf_model *m, int n, dwf_err *err);
+/* Forward and backward of lane k (0 <= k < n_lanes): the same as
+ * dwf_model_forward / dwf_model_backward, into the lane's workspace; lane
+ * k's weight gradients are dwf_model_lane_gw(m, k, i). Different lanes may
+ * run at the same time in different threads. */
+const float *dwf_model_forward_lane(dwf_model *m, int k, const float *x, int b);
+void dwf_model_backward_lane(dwf_model *m, int k, const float *dlogits, int b);
+/* Lane k's gradient buffer for parameter i (lane 0: params[i].gw). */
+float *dwf_model_lane_gw(dwf_model *m, int k, int i);
+
 /* Turns gw into factor gradients for every parameter (penalty included
  * for decayed ones) and returns the total penalty value. */
 double dwf_model_factor_grads(dwf_model *m, double lambda);
@@ -69,11 +98,14 @@ double dwf_model_penalty(const dwf_model *m, double lambda);
  * double. */
 double dwf_softmax_xent(const float *logits, const int32_t *y, int b, int c,
                         float *dlogits, int *correct);
+/* The same for a slice of b rows of a batch of total rows: returns the
+ * slice's summed loss (not the mean) and writes dlogits divided by total,
+ * so that slices of a batch together give the whole batch's dlogits. */
+double dwf_softmax_xent_part(const float *logits, const int32_t *y, int b,
+                             int total, int c, float *dlogits, int *correct);
 
 /* Pointers to all parameters (for the optimizer), in model order. */
 void dwf_model_param_list(dwf_model *m, dwf_param **out);
 
-/* Name of weight layer i ("dense0", "conv1", ...) into buf. */
-void dwf_model_layer_name(const dwf_model *m, int i, char *buf, int len);
 
 #endif

@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Per thread: DWF_MAX_DEPTH factor gradient blocks, the summed weight
+ * gradient block, then the scratch of dwf_param_grads_block. */
+#define GBUF_FLOATS ((DWF_MAX_DEPTH + 1) * DWF_PARAM_BLOCK + DWF_PARAM_SCRATCH)
+
 double dwf_sched_lr(const dwf_optim_opts *o, int64_t step, int64_t total_steps,
                     int64_t steps_per_epoch)
 {
@@ -62,9 +66,11 @@ int dwf_optim_create(dwf_optim *o, const dwf_optim_opts *opts,
     else if (opts->momentum > 0.0)
         per = 1;
     o->n_floats = total * per;
-    o->gbuf = malloc(((size_t)DWF_MAX_DEPTH * DWF_PARAM_BLOCK + DWF_PARAM_SCRATCH) *
-                     sizeof(float));
-    if (!o->gbuf) {
+    for (int i = 0; i < n_params; i++)
+        o->n_blocks += (int)((params[i]->n + DWF_PARAM_BLOCK - 1) / DWF_PARAM_BLOCK);
+    o->gbuf = malloc((size_t)DWF_MAX_THREADS * GBUF_FLOATS * sizeof(float));
+    o->block_ss = malloc(((size_t)o->n_blocks + 1) * sizeof(float));
+    if (!o->gbuf || !o->block_ss) {
         dwf_optim_free(o);
         return dwf_errorf(err, DWF_ENOMEM, "out of memory for the optimizer");
     }
@@ -82,7 +88,9 @@ int dwf_optim_create(dwf_optim *o, const dwf_optim_opts *opts,
 
 void dwf_optim_free(dwf_optim *o)
 {
+    dwf_workers_free(o->workers);
     free(o->params);
+    free(o->block_ss);
     free(o->state);
     free(o->gbuf);
     memset(o, 0, sizeof *o);
@@ -126,6 +134,12 @@ DWF_VEC static void adam(float *restrict f, const float *restrict g, float *rest
         v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
         f[i] -= lr_t * m[i] / (sqrtf(v[i]) + eps);
     }
+}
+
+DWF_VEC static void add_into(float *restrict a, const float *restrict b, int n)
+{
+    for (int i = 0; i < n; i++)
+        a[i] += b[i];
 }
 
 typedef struct step_consts {
@@ -184,38 +198,121 @@ void dwf_optim_step(dwf_optim *o, double lr)
     }
 }
 
-double dwf_optim_update(dwf_optim *o, double lr, double lambda)
+int dwf_optim_set_threads(dwf_optim *o, int n, dwf_err *err)
 {
-    o->t++;
-    step_consts k = consts(o, lr);
+    if (n < 1 || n > DWF_MAX_THREADS)
+        return dwf_errorf(err, DWF_EINVAL, "threads: %d must be in 1..%d", n,
+                          DWF_MAX_THREADS);
+    dwf_workers_free(o->workers);
+    o->workers = NULL;
+    return n > 1 ? dwf_workers_create(n, &o->workers, err) : 0;
+}
+
+/* One call of dwf_optim_update_sum, shared by the threads. */
+typedef struct update_job {
+    dwf_optim *o;
+    step_consts k;
+    double lambda;
+    int n_extra;
+    float *const *extra;
+    int n_lanes;
+    double work;    /* entries x depth over all parameters */
+} update_job;
+
+/* Gradients, update and collapse of the block [s, s + m) of parameter i,
+ * whose optimizer state starts at st (NULL without state); buf is this
+ * thread's part of gbuf. Returns the block's sum of squares of factors. */
+static float update_block(const update_job *j, int i, int64_t s, int m,
+                          float *st, float *buf)
+{
+    const dwf_optim *o = j->o;
+    dwf_param *p = o->params[i];
+    const int D = p->depth;
+    const float c = p->decay ? (float)(2.0 * j->lambda / D) : 0.0f;
+    const int64_t per = state_per_factor(o, p);
+    float *g[DWF_MAX_DEPTH];
+    for (int d = 0; d < D; d++)
+        g[d] = buf + (size_t)d * DWF_PARAM_BLOCK;
+    float *sum = buf + (size_t)DWF_MAX_DEPTH * DWF_PARAM_BLOCK;
+    float *scratch = sum + DWF_PARAM_BLOCK;
+    const float *gw = p->gw + s;
+    if (!p->mask && !st && o->opts.kind == DWF_OPT_SGD && j->n_extra <= 1 && D <= 4)
+        return dwf_param_sgd_range(p, s, m, c, j->k.lr, gw,
+                                   j->n_extra ? j->extra[i] + s : NULL);
+    if (j->n_extra > 0) {
+        memcpy(sum, gw, (size_t)m * sizeof(float));
+        for (int e = 0; e < j->n_extra; e++)
+            add_into(sum, j->extra[(size_t)e * o->n_params + i] + s, m);
+        gw = sum;
+    }
+    float ss = dwf_param_grads_block(p, s, m, c, gw, g, scratch);
+    for (int d = 0; d < D; d++) {
+        if (p->mask)
+            for (int x = 0; x < m; x++)
+                if (!p->mask[s + x])
+                    g[d][x] = 0.0f;
+        update(o, &j->k, p->f[d] + s, g[d], st ? st + d * per + s : NULL,
+               p->n, m);
+    }
+    dwf_param_collapse_range(p, s, m);
+    return ss;
+}
+
+/* Thread `lane` of n_lanes takes the blocks whose work starts inside its
+ * share [lane, lane + 1) * work / n_lanes (contiguous, so each thread
+ * keeps the same blocks, and their cache lines, from step to step). */
+static void update_lane(void *arg, int lane)
+{
+    update_job *j = arg;
+    dwf_optim *o = j->o;
+    float *buf = o->gbuf + (size_t)lane * GBUF_FLOATS;
+    const double lo = j->work * lane / j->n_lanes;
+    const double hi = j->work * (lane + 1) / j->n_lanes;
     float *st = o->state;
-    double pen = 0.0;
-    float *scratch = o->gbuf + (size_t)DWF_MAX_DEPTH * DWF_PARAM_BLOCK;
+    double at = 0.0;
+    int blk = 0;
     for (int i = 0; i < o->n_params; i++) {
         dwf_param *p = o->params[i];
-        const int D = p->depth;
-        const float c = p->decay ? (float)(2.0 * lambda / D) : 0.0f;
-        const int64_t per = state_per_factor(o, p);
-        double ss = 0.0;
-        for (int64_t s = 0; s < p->n; s += DWF_PARAM_BLOCK) {
+        for (int64_t s = 0; s < p->n; s += DWF_PARAM_BLOCK, blk++) {
             int m = (int)(p->n - s < DWF_PARAM_BLOCK ? p->n - s : DWF_PARAM_BLOCK);
-            float *g[DWF_MAX_DEPTH];
-            for (int d = 0; d < D; d++)
-                g[d] = o->gbuf + (size_t)d * DWF_PARAM_BLOCK;
-            ss += dwf_param_grads_range(p, s, m, c, g, scratch);
-            for (int d = 0; d < D; d++) {
-                if (p->mask)
-                    for (int j = 0; j < m; j++)
-                        if (!p->mask[s + j])
-                            g[d][j] = 0.0f;
-                update(o, &k, p->f[d] + s, g[d], st ? st + d * per + s : NULL,
-                       p->n, m);
-            }
-            dwf_param_collapse_range(p, s, m);
+            if (at >= lo && (at < hi || lane == j->n_lanes - 1))
+                o->block_ss[blk] = update_block(j, i, s, m, st, buf);
+            at += (double)m * p->depth;
         }
-        st += D * per;
+        if (st)
+            st += p->depth * state_per_factor(o, p);
+    }
+}
+
+double dwf_optim_update_sum(dwf_optim *o, double lr, double lambda,
+                            int n_extra, float *const *extra)
+{
+    o->t++;
+    update_job j = {o, consts(o, lr), lambda, n_extra, extra, 1, 0.0};
+    for (int i = 0; i < o->n_params; i++)
+        j.work += (double)o->params[i]->n * o->params[i]->depth;
+    if (o->workers) {
+        j.n_lanes = dwf_workers_count(o->workers);
+        dwf_workers_run(o->workers, update_lane, &j);
+    } else {
+        update_lane(&j, 0);
+    }
+    /* the penalty from the per-block sums, in block order (deterministic
+     * whatever the number of threads) */
+    double pen = 0.0;
+    int blk = 0;
+    for (int i = 0; i < o->n_params; i++) {
+        const dwf_param *p = o->params[i];
+        double ss = 0.0;
+        for (int64_t s = 0; s < p->n; s += DWF_PARAM_BLOCK)
+            ss += o->block_ss[blk++];
         if (p->decay)
-            pen += lambda / D * ss;
+            pen += lambda / p->depth * ss;
     }
     return pen;
+}
+
+double dwf_optim_update(dwf_optim *o, double lr, double lambda)
+{
+    return dwf_optim_update_sum(o, lr, lambda, 0, NULL);
 }

@@ -15,6 +15,7 @@
 
 #include "dwf_err.h"
 #include "dwf_param.h"
+#include "dwf_workers.h"
 
 typedef enum dwf_optim_kind { DWF_OPT_SGD = 0, DWF_OPT_ADAM } dwf_optim_kind;
 
@@ -52,12 +53,21 @@ typedef struct dwf_optim {
     int64_t n_floats;          /* size of state */
     float *state;              /* SGD: velocity; Adam: m then v, per factor */
     int64_t t;                 /* steps taken (Adam bias correction) */
-    float *gbuf;               /* DWF_MAX_DEPTH blocks of gradients + scratch */
+    float *gbuf;               /* per thread: gradient blocks + scratch */
+    int n_blocks;              /* blocks of DWF_PARAM_BLOCK over all params */
+    float *block_ss;           /* per block sum of squares (penalty) */
+    dwf_workers *workers;      /* NULL, or owned threads for the update */
 } dwf_optim;
 
 int dwf_optim_create(dwf_optim *o, const dwf_optim_opts *opts,
                      dwf_param **params, int n_params, dwf_err *err);
 void dwf_optim_free(dwf_optim *o);
+
+/* Shares the work of dwf_optim_update_sum among n threads (the caller's
+ * and n - 1 helpers owned by the optimizer; n = 1 stops the helpers). The
+ * result does not depend on n. The trainer also runs its data-parallel
+ * batch slices on these threads (o->workers). */
+int dwf_optim_set_threads(dwf_optim *o, int n, dwf_err *err);
 
 /* One update of every factor with its gradient g at learning rate lr
  * (gradients already in p->g, e.g. from dwf_param_factor_grads). Masked
@@ -71,6 +81,14 @@ void dwf_optim_step(dwf_optim *o, double lr);
  * dwf_optim_step + dwf_param_collapse, with a third of the memory traffic
  * and without touching p->g. Returns the penalty value before the step. */
 double dwf_optim_update(dwf_optim *o, double lr, double lambda);
+
+/* The same with the weight gradient of parameter i taken as
+ * p->gw + extra[0 * n_params + i] + ... + extra[(n_extra - 1) * n_params + i]
+ * (added in that order, block by block), e.g. the gradients of the other
+ * slices of a data-parallel batch; p->gw itself is not changed. Runs on
+ * o->workers when set. dwf_optim_update is this with n_extra = 0. */
+double dwf_optim_update_sum(dwf_optim *o, double lr, double lambda,
+                            int n_extra, float *const *extra);
 
 /* Serialized state is the raw float buffer plus t. */
 int64_t dwf_optim_state_floats(const dwf_optim *o);

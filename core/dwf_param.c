@@ -173,12 +173,12 @@ DWF_VEC static float grads_block(int D, float *const *f, float *const *g,
     return ss;
 }
 
-float dwf_param_grads_range(const dwf_param *p, int64_t s, int m, float c,
-                            float *const *g, float *scratch)
+float dwf_param_grads_block(const dwf_param *p, int64_t s, int m, float c,
+                            const float *gw, float *const *g, float *scratch)
 {
     if (p->depth == 1) {
         /* g_1 = gw + c f (g may alias gw) */
-        const float *gw = p->gw + s, *f = p->f[0] + s;
+        const float *f = p->f[0] + s;
         float *g0 = g[0];
         for (int i = 0; i < m; i++)
             g0[i] = gw[i] + c * f[i];
@@ -187,8 +187,85 @@ float dwf_param_grads_range(const dwf_param *p, int64_t s, int m, float c,
     float *f[DWF_MAX_DEPTH];
     for (int d = 0; d < p->depth; d++)
         f[d] = p->f[d] + s;
-    return grads_block(p->depth, f, g, p->gw + s, c, m, scratch,
-                       scratch + BLOCK);
+    return grads_block(p->depth, f, g, gw, c, m, scratch, scratch + BLOCK);
+}
+
+float dwf_param_grads_range(const dwf_param *p, int64_t s, int m, float c,
+                            float *const *g, float *scratch)
+{
+    return dwf_param_grads_block(p, s, m, c, p->gw + s, g, scratch);
+}
+
+/* The fused plain-SGD block for a depth D <= 4 known at compile time
+ * (inlined into each case of sgd_block, so the factors of an entry stay in
+ * registers; separate restrict pointers so that the loop vectorizes):
+ * g_d as in grads_block, f_d -= lr g_d, w = prod f_d (D > 1). The
+ * arithmetic is that of grads_block, the optimizer's sgd_plain and
+ * dwf_param_collapse_range, in the same order. */
+static inline __attribute__((always_inline)) void
+sgd_block_d(const int D, const int has_gx, float *restrict f0,
+            float *restrict f1, float *restrict f2, float *restrict f3,
+            float *restrict w, const float *restrict gw,
+            const float *restrict gx, float c, float lr, int m)
+{
+    for (int i = 0; i < m; i++) {
+        float *const f[4] = {f0, f1, f2, f3};
+        float suf[4], fd[4];
+        float run = has_gx ? gw[i] + gx[i] : gw[i];
+#pragma GCC unroll 4
+        for (int d = D - 1; d >= 0; d--) {
+            fd[d] = f[d][i];
+            suf[d] = run;
+            run *= fd[d];
+        }
+        float pre = 1.0f, prod = 0.0f;
+#pragma GCC unroll 4
+        for (int d = 0; d < D; d++) {
+            /* D = 1: g = gw + c f, as in dwf_param_grads_block */
+            float g = D == 1 ? suf[d] + c * fd[d] : suf[d] * pre + c * fd[d];
+            pre *= fd[d];
+            float nf = fd[d] - lr * g;
+            f[d][i] = nf;
+            prod = d == 0 ? nf : prod * nf;
+        }
+        if (D > 1)
+            w[i] = prod;
+    }
+}
+
+#define SGD_CASE(D, X)                                                       \
+    sgd_block_d(D, X, f[0], D > 1 ? f[1] : NULL, D > 2 ? f[2] : NULL,         \
+                D > 3 ? f[3] : NULL, D > 1 ? w : NULL, gw, gx, c, lr, m)
+
+/* D <= 4 only. Returns the block's sum of squares of factors (before the
+ * step), as grads_block does. */
+DWF_VEC static float sgd_block(int D, float *const *f, float *w,
+                               const float *gw, const float *gx, float c,
+                               float lr, int m)
+{
+    float ss = 0.0f;
+    for (int d = 0; d < D; d++)
+        ss += block_sumsq(f[d], m);
+    switch (D * 2 + (gx != NULL)) {
+    case 2: SGD_CASE(1, 0); break;
+    case 3: SGD_CASE(1, 1); break;
+    case 4: SGD_CASE(2, 0); break;
+    case 5: SGD_CASE(2, 1); break;
+    case 6: SGD_CASE(3, 0); break;
+    case 7: SGD_CASE(3, 1); break;
+    case 8: SGD_CASE(4, 0); break;
+    default: SGD_CASE(4, 1); break;
+    }
+    return ss;
+}
+
+float dwf_param_sgd_range(dwf_param *p, int64_t s, int m, float c, float lr,
+                          const float *gw, const float *gx)
+{
+    float *f[DWF_MAX_DEPTH];
+    for (int d = 0; d < p->depth; d++)
+        f[d] = p->f[d] + s;
+    return sgd_block(p->depth, f, p->w + s, gw, gx, c, lr, m);
 }
 
 void dwf_param_collapse_range(dwf_param *p, int64_t s, int m)

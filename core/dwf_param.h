@@ -63,6 +63,19 @@ double dwf_param_factor_grads(dwf_param *p, double lambda, float *scratch);
  * while the block is in cache. */
 float dwf_param_grads_range(const dwf_param *p, int64_t s, int m, float c,
                             float *const *g, float *scratch);
+/* The same with the weight gradient of the range given as gw[0..m) instead
+ * of p->gw + s (g[0] may alias gw when D = 1). */
+float dwf_param_grads_block(const dwf_param *p, int64_t s, int m, float c,
+                            const float *gw, float *const *g, float *scratch);
+/* Plain SGD on the range in one pass, for parameters of depth <= 4
+ * without a mask:
+ * the factor gradients from the weight gradient gw[0..m) (+ gx[0..m) when
+ * gx is non-NULL) with penalty coefficient c, f_d -= lr g_d, and the
+ * collapse of w. Bit for bit the same as dwf_param_grads_block, a plain
+ * SGD step and dwf_param_collapse_range. Returns the sum of squares of the
+ * factors before the step. */
+float dwf_param_sgd_range(dwf_param *p, int64_t s, int m, float c, float lr,
+                          const float *gw, const float *gx);
 /* w[s, s + m) = prod_d f_d, zeroing masked entries of f_1 first. */
 void dwf_param_collapse_range(dwf_param *p, int64_t s, int m);
 

@@ -144,6 +144,15 @@ int dwf_trainer_create(const dwf_arch *arch, const dwf_train_opts *opts,
     rc = dwf_optim_create(&t->optim, &opts->optim, t->plist, m->n_params, err);
     if (rc)
         goto fail;
+    if (opts->threads > 1) {
+        /* data-parallel steps: one batch slice per thread, see slice_step */
+        int n = opts->threads < DWF_MAX_THREADS ? opts->threads : DWF_MAX_THREADS;
+        rc = dwf_optim_set_threads(&t->optim, n, err);
+        if (!rc)
+            rc = dwf_model_set_lanes(m, n, err);
+        if (rc)
+            goto fail;
+    }
     rc = dwf_prune_at_init(t, err);
     if (rc)
         goto fail;
@@ -184,7 +193,7 @@ void dwf_count_sparsity(const dwf_model *m, float eps, dwf_metrics *out)
         dwf_layer_count *lc = &out->layers[out->n_layers++];
         const dwf_param *w = &m->params[m->weight_idx[i]];
         const dwf_param *b = &m->params[m->bias_idx[i]];
-        dwf_model_layer_name(m, i, lc->name, sizeof lc->name);
+        dwf_arch_layer_name(&m->arch, i, lc->name, sizeof lc->name);
         lc->total = w->n;
         lc->nonzero = dwf_param_count_nonzero(w, eps);
         lc->bias_total = b->n;
@@ -272,13 +281,48 @@ static double step_lr(const dwf_trainer *t)
     return dwf_sched_lr(&o->optim, t->step, main_steps, nb);
 }
 
+/* The forward and backward part of a training step, split into one slice
+ * of the batch per lane of the model (one lane unless threads > 1): lane k
+ * of n assembles the samples [k b / n, (k + 1) b / n) of the batch, runs
+ * them forward, computes their loss and runs them backward, into its own
+ * workspace and gradients. The optimizer then adds the lanes' gradients. */
+typedef struct slice_job {
+    dwf_trainer *t;
+    int start, b;                      /* the batch is perm[start, start + b) */
+    double loss[DWF_MAX_THREADS];      /* summed over the slice */
+    int correct[DWF_MAX_THREADS];
+} slice_job;
+
+static void slice_step(void *arg, int k)
+{
+    slice_job *j = arg;
+    dwf_trainer *t = j->t;
+    dwf_model *m = t->model;
+    const int n = m->n_lanes, C = m->arch.n_classes, dim = t->train->dim;
+    const int lo = (int)((int64_t)j->b * k / n), hi = (int)((int64_t)j->b * (k + 1) / n);
+    const int bk = hi - lo;
+    j->loss[k] = 0.0;
+    j->correct[k] = 0;
+    if (bk == 0) { /* a last batch smaller than the lanes: no gradient */
+        for (int i = 0; i < m->n_params; i++)
+            memset(dwf_model_lane_gw(m, k, i), 0, (size_t)m->params[i].n * sizeof(float));
+        return;
+    }
+    float *x = t->x + (size_t)lo * dim, *dl = t->dlogits + (size_t)lo * C;
+    int32_t *y = t->y + lo;
+    dwf_dataset_batch(t->train, &t->norm, t->perm + j->start + lo, bk, x, y);
+    const float *logits = dwf_model_forward_lane(m, k, x, bk);
+    j->loss[k] = dwf_softmax_xent_part(logits, y, bk, j->b, C, dl, &j->correct[k]);
+    dwf_model_backward_lane(m, k, dl, bk);
+}
+
 int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
                     dwf_batch_fn on_batch, void *ud,
                     const atomic_int *cancel, dwf_err *err)
 {
     dwf_model *m = t->model;
     const dwf_train_opts *o = &t->opts;
-    const int B = o->batch_size, C = m->arch.n_classes, N = t->train->n;
+    const int B = o->batch_size, N = t->train->n;
     const int total_epochs = dwf_prune_total_epochs(t);
 
     while (t->epoch < total_epochs) {
@@ -298,17 +342,30 @@ int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
             int b = N - start < B ? N - start : B;
             lr = step_lr(t);
 
-            dwf_dataset_batch(t->train, &t->norm, t->perm + start, b, t->x, t->y);
-            const float *logits = dwf_model_forward(m, t->x, b);
+            slice_job job = {.t = t, .start = start, .b = b};
+            if (t->optim.workers)
+                dwf_workers_run(t->optim.workers, slice_step, &job);
+            else
+                slice_step(&job, 0);
+            double loss = 0.0;
             int correct = 0;
-            double loss = dwf_softmax_xent(logits, t->y, b, C, t->dlogits, &correct);
+            for (int k = 0; k < m->n_lanes; k++) {
+                loss += job.loss[k];
+                correct += job.correct[k];
+            }
+            loss /= b;
             if (!isfinite(loss))
                 return dwf_errorf(err, DWF_ENUMERIC,
                                   "loss is %g at epoch %d, batch %d: lower the "
                                   "learning rate or lambda", loss, t->epoch + 1,
                                   t->batch);
-            dwf_model_backward(m, t->dlogits, b);
-            double pen = dwf_optim_update(&t->optim, lr, o->lambda);
+            /* weight gradients of lanes 1.. (added to lane 0's by the update) */
+            float *extra[(DWF_MAX_THREADS - 1) * 2 * DWF_MAX_LAYERS];
+            for (int k = 1; k < m->n_lanes; k++)
+                for (int i = 0; i < m->n_params; i++)
+                    extra[(k - 1) * m->n_params + i] = dwf_model_lane_gw(m, k, i);
+            double pen = dwf_optim_update_sum(&t->optim, lr, o->lambda,
+                                              m->n_lanes - 1, extra);
             if (!isfinite(pen))
                 return dwf_errorf(err, DWF_ENUMERIC,
                                   "weights became %g at epoch %d, batch %d "
