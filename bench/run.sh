@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 B=${DWF_BUILD:-build}
 out=bench/results.json
 EPOCHS=${BENCH_EPOCHS:-2}
-echo "== training throughput: dwf (LeNet-300-100, batch 128, 2 BLAS threads)"
+echo "== training throughput: dwf (LeNet-300-100, batch 128, 2 threads: batch slices in parallel, 1 BLAS thread each)"
 dwf_json=$("$B/bench/bench_train" "$EPOCHS" 2)
 echo "$dwf_json"
 echo "== training throughput: PyTorch peer (torch.set_num_threads(2), OPENBLAS_NUM_THREADS=1)"

@@ -176,6 +176,27 @@ static int ui_epoch(const dwf_metrics *m, void *ud)
     return 0;
 }
 
+/* The run's threshold curve as a small table, and the selection. */
+static void print_curve(const dwf_job_result *r)
+{
+    if (r->curve.n < 1)
+        return;
+    printf("threshold curve (%.3fs, %.1f%% of the last epoch):\n",
+           r->curve.seconds,
+           r->epoch_seconds > 0 ? 100.0 * r->curve.seconds / r->epoch_seconds : 0.0);
+    printf("  %-10s %10s %12s %8s %8s\n", "|w| <", "CR", "non-zero", "val", "test");
+    for (int i = 0; i < r->curve.n; i++) {
+        const dwf_thresh_point *p = &r->curve.points[i];
+        printf("  %-10.3g %10.2f %12lld %8.4f %8.4f%s\n", p->threshold, p->cr,
+               (long long)p->nonzero, p->val_acc, p->test_acc,
+               r->selected && i == r->select_index ? "  <- selected" : "");
+    }
+    if (r->selected)
+        printf("selected threshold %g: CR %.2f, validation %.4f (dense %.4f), "
+               "test %.4f%s\n", r->threshold, r->cr, r->val_acc, r->dense_val_acc,
+               r->test_acc, r->select_within ? "" : " (no threshold within max_drop)");
+}
+
 static int cmd_train(int argc, char **argv)
 {
     const char *spec_path = NULL, *out = NULL;
@@ -212,6 +233,8 @@ static int cmd_train(int argc, char **argv)
     signal(SIGTERM, on_signal);
     dwf_job_hooks hooks = {.ud = &ui, .on_epoch = ui_epoch, .on_batch = ui_batch,
                            .cancel = &g_cancel};
+    dwf_job_result res;
+    hooks.result = &res;
     dwf_smodel model;
     dwf_metrics final;
     int rc = dwf_job_run(&spec, &hooks, &model, &final, &err);
@@ -227,6 +250,9 @@ static int cmd_train(int argc, char **argv)
            "(%lld of %lld weights non-zero), %.1fs\n",
            final.test_acc, final.sparse_test_acc, final.cr,
            (long long)final.nonzero, (long long)final.weights, final.wall_time);
+    if (!quiet)
+        print_curve(&res);
+    dwf_job_result_free(&res);
     if (out) {
         rc = dwf_smodel_write_file(&model, out, &err);
         if (rc)

@@ -328,6 +328,72 @@ fail:
     return rc;
 }
 
+/* Keeps the entries of src with |v| >= eps in dst (dst zeroed on failure). */
+static int csr_filter(dwf_csr *dst, const dwf_csr *src, float eps, dwf_err *err)
+{
+    memset(dst, 0, sizeof *dst);
+    int64_t nnz = 0;
+    for (int64_t k = 0; k < src->nnz; k++)
+        nnz += fabsf(src->values[k]) >= eps;
+    if (csr_alloc(dst, src->rows, src->cols, nnz))
+        return dwf_errorf(err, DWF_ENOMEM, "csr: out of memory for %dx%d "
+                          "with %lld non-zeros", src->rows, src->cols,
+                          (long long)nnz);
+    int64_t o = 0;
+    for (int r = 0; r < src->rows; r++) {
+        for (int64_t k = src->indptr[r]; k < src->indptr[r + 1]; k++) {
+            if (fabsf(src->values[k]) >= eps) {
+                dst->indices[o] = src->indices[k];
+                dst->values[o++] = src->values[k];
+            }
+        }
+        dst->indptr[r + 1] = o;
+    }
+    return 0;
+}
+
+int dwf_smodel_rethreshold(const dwf_smodel *src, float eps, const dwf_kv *kv,
+                           int n_kv, dwf_smodel *out, dwf_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!isfinite(eps) || !(eps >= src->eps))
+        return dwf_errorf(err, DWF_EINVAL, "sparse model: threshold %g must be "
+                          "finite and at least the model's %g", (double)eps,
+                          (double)src->eps);
+    out->arch = src->arch;
+    out->norm = src->norm;
+    out->eps = eps;
+    int rc = 0;
+    const dwf_arch *a = &src->arch;
+    for (int i = 0; i < a->n_layers; i++) {
+        if (!dwf_layer_has_weight(a->layers[i].kind))
+            continue;
+        rc = csr_filter(&out->w[i], &src->w[i], eps, err);
+        if (rc)
+            goto fail;
+        if (src->bias[i]) {
+            int rows = src->w[i].rows;
+            out->bias[i] = malloc((size_t)rows * sizeof(float));
+            if (!out->bias[i]) {
+                rc = dwf_errorf(err, DWF_ENOMEM, "sparse model: out of memory");
+                goto fail;
+            }
+            memcpy(out->bias[i], src->bias[i], (size_t)rows * sizeof(float));
+        }
+    }
+    rc = kv ? copy_meta(out, src->spec, kv, n_kv, err)
+            : copy_meta(out, src->spec, src->kv, src->n_kv, err);
+    if (rc)
+        goto fail;
+    rc = dwf_smodel_set_crossover(out, DWF_SPARSE_CROSSOVER, err);
+    if (rc)
+        goto fail;
+    return 0;
+fail:
+    dwf_smodel_free(out);
+    return rc;
+}
+
 void dwf_smodel_counts(const dwf_smodel *s, int64_t *weights, int64_t *nonzero,
                        int64_t *params, int64_t *params_nonzero)
 {

@@ -65,6 +65,15 @@ int dwf_smodel_from_model(const dwf_model *m, const dwf_norm *norm, float eps,
                           dwf_smodel *out, dwf_err *err);
 void dwf_smodel_free(dwf_smodel *s);
 
+/* A new model *out holding src's weights with |w| >= eps, eps >= src->eps
+ * (out->eps = eps), at O(nnz) cost; biases are copied as they are in src
+ * (cut at src->eps): the weights are what a threshold curve and CR are
+ * about. With zero biases (or none) this is the model dwf_smodel_from_model
+ * builds at eps. The spec text is copied; metrics are kv[0..n_kv) or,
+ * with kv NULL, src's. */
+int dwf_smodel_rethreshold(const dwf_smodel *src, float eps, const dwf_kv *kv,
+                           int n_kv, dwf_smodel *out, dwf_err *err);
+
 /* Non-zero weights, total weights, and the same with biases. */
 void dwf_smodel_counts(const dwf_smodel *s, int64_t *weights, int64_t *nonzero,
                        int64_t *params, int64_t *params_nonzero);

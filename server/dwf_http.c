@@ -1011,6 +1011,18 @@ static enum MHD_Result h_job_metrics(dwf_http *h, struct MHD_Connection *c, req 
                       json_pack("{s:I,s:o}", "job_id", (json_int_t)id, "metrics", list));
 }
 
+static enum MHD_Result h_job_thresholds(dwf_http *h, struct MHD_Connection *c, req *r)
+{
+    NEED_ID("job");
+    json_t *list = NULL;
+    dwf_err e;
+    int rc = dwf_store_thresholds_get(h->store, id, &list, &e);
+    if (rc)
+        return reply_store_error(h, c, r, rc, &e, NULL);
+    return reply_json(h, c, r, 200,
+                      json_pack("{s:I,s:o}", "job_id", (json_int_t)id, "points", list));
+}
+
 /* ---- SSE ------------------------------------------------------------------ */
 
 typedef struct sse {
@@ -2274,6 +2286,7 @@ static const route routes[] = {
     {"DELETE", "/v1/jobs/{id}", 1, 0, 0, h_job_delete},
     {"POST", "/v1/jobs/{id}/cancel", 1, 0, 0, h_job_cancel},
     {"GET", "/v1/jobs/{id}/metrics", 0, 0, 0, h_job_metrics},
+    {"GET", "/v1/jobs/{id}/thresholds", 0, 0, 0, h_job_thresholds},
     {"GET", "/v1/jobs/{id}/events", 0, 0, 0, h_job_events},
     {"GET", "/v1/jobs/{id}/model", 0, 0, 0, h_job_model},
     {"POST", "/v1/jobs/{id}/predict", 0, 1, 0, h_job_predict},

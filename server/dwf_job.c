@@ -88,6 +88,175 @@ static int metrics_kv(const dwf_metrics *m, dwf_kv *kv)
     return n;
 }
 
+static void kv_set(dwf_kv *kv, int *n, int cap, const char *key, double v)
+{
+    for (int i = 0; i < *n; i++) {
+        if (!strcmp(kv[i].key, key)) {
+            kv[i].value = v;
+            return;
+        }
+    }
+    if (*n >= cap)
+        return;
+    snprintf(kv[*n].key, sizeof kv[*n].key, "%s", key);
+    kv[*n].value = v;
+    (*n)++;
+}
+
+void dwf_job_result_free(dwf_job_result *r)
+{
+    if (!r)
+        return;
+    dwf_thresh_curve_free(&r->curve);
+    memset(r, 0, sizeof *r);
+}
+
+static json_t *num_or_null(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+json_t *dwf_job_curve_json(const dwf_job_result *r, const dwf_arch *arch)
+{
+    json_t *arr = json_array();
+    if (!arr)
+        return NULL;
+    for (int i = 0; i < r->curve.n; i++) {
+        const dwf_thresh_point *p = &r->curve.points[i];
+        json_t *o = json_object();
+        if (json_array_append_new(arr, o)) /* steals o, NULL or not */
+            goto fail;
+        json_t *layers = json_array();
+        if (json_object_set_new(o, "layers", layers)) /* steals layers */
+            goto fail;
+        if (json_object_set_new(o, "threshold", num_or_null(p->threshold)) ||
+            json_object_set_new(o, "cr", num_or_null(p->cr)) ||
+            json_object_set_new(o, "weights", json_integer(p->weights)) ||
+            json_object_set_new(o, "nonzero", json_integer(p->nonzero)) ||
+            json_object_set_new(o, "val_acc", num_or_null(p->val_acc)) ||
+            json_object_set_new(o, "test_acc", num_or_null(p->test_acc)))
+            goto fail;
+        if (r->selected && i == r->select_index &&
+            json_object_set_new(o, "selected", json_true()))
+            goto fail;
+        for (int l = 0; arch && l < arch->n_layers && l < DWF_MAX_LAYERS; l++) {
+            if (!dwf_layer_has_weight(arch->layers[l].kind))
+                continue;
+            char name[64];
+            dwf_arch_layer_name(arch, l, name, (int)sizeof name);
+            json_t *lo = json_pack("{s:i, s:s, s:I, s:I}", "layer", l, "name", name,
+                                   "weights", (json_int_t)p->layer_weights[l],
+                                   "nonzero", (json_int_t)p->layer_nonzero[l]);
+            if (!lo || json_array_append_new(layers, lo))
+                goto fail;
+        }
+    }
+    return arr;
+fail:
+    json_decref(arr);
+    return NULL;
+}
+
+/* The threshold curve of *model (built at prune.eps) and, with the spec's
+ * select, *model replaced by the model at the selected threshold. The
+ * curve goes to res (may be NULL: then it is computed only for select).
+ * On failure *model is freed. */
+static int curve_and_select(const dwf_spec *spec, const dwf_metrics *last,
+                            const dwf_dataset *val, const dwf_dataset *test,
+                            dwf_kv *kv, int n_kv, dwf_smodel *model,
+                            dwf_job_result *res, dwf_err *err)
+{
+    dwf_job_result local;
+    dwf_job_result *r = res ? res : &local;
+    memset(r, 0, sizeof *r);
+    const int cap = 48;
+    int rc = 0;
+    if (res || spec->select.enabled) {
+        rc = dwf_thresh_curve_compute(model, val, test, NULL, &r->curve, err);
+        if (rc)
+            goto out;
+    }
+    r->epoch_seconds = last->epoch_time;
+    r->threshold = model->eps;
+    r->dense_val_acc = last->val_acc;
+    if (r->curve.n > 0) {
+        r->cr = r->curve.points[0].cr;
+        r->val_acc = r->curve.points[0].val_acc;
+        r->test_acc = r->curve.points[0].test_acc;
+    }
+    if (!spec->select.enabled)
+        goto out;
+    if (!(val && val->n > 0)) {
+        rc = dwf_errorf(err, DWF_EINVAL, "select: needs a validation split "
+                        "(data.validation > 0)");
+        goto out;
+    }
+    /* validation only: the dense model's and the curve's val_acc */
+    rc = dwf_thresh_select(&r->curve, last->val_acc, spec->select.max_drop,
+                           &r->select_index, &r->select_within, err);
+    if (rc)
+        goto out;
+    const dwf_thresh_point *p = &r->curve.points[r->select_index];
+    r->selected = 1;
+    r->threshold = p->threshold;
+    r->cr = isfinite(p->cr) ? p->cr : (double)p->weights;
+    r->val_acc = p->val_acc;
+    r->test_acc = p->test_acc;
+    double eps_cr = last->cr, eps_test = last->sparse_test_acc;
+    /* no weight left: CR as the pool counts it (weights), finite for JSON */
+    double sel_cr = isfinite(p->cr) ? p->cr : (double)p->weights;
+    dwf_smodel sel;
+    int64_t w, nz, pa, pnz;
+    /* the selected model's own numbers replace the eps model's */
+    kv_set(kv, &n_kv, cap, "eps_cr", eps_cr);
+    kv_set(kv, &n_kv, cap, "eps_sparse_test_acc", eps_test);
+    kv_set(kv, &n_kv, cap, "selected_threshold", p->threshold);
+    kv_set(kv, &n_kv, cap, "selected_cr", sel_cr);
+    kv_set(kv, &n_kv, cap, "selected_val_acc", p->val_acc);
+    kv_set(kv, &n_kv, cap, "selected_test_acc", p->test_acc);
+    kv_set(kv, &n_kv, cap, "selected_within", r->select_within);
+    kv_set(kv, &n_kv, cap, "dense_val_acc", last->val_acc);
+    kv_set(kv, &n_kv, cap, "select_max_drop", spec->select.max_drop);
+    kv_set(kv, &n_kv, cap, "sparse_test_acc", p->test_acc);
+    kv_set(kv, &n_kv, cap, "sparse_val_acc", p->val_acc);
+    rc = dwf_smodel_rethreshold(model, (float)p->threshold, kv, n_kv, &sel, err);
+    if (rc)
+        goto out;
+    dwf_smodel_counts(&sel, &w, &nz, &pa, &pnz);
+    double sel_loss = NAN, acc;
+    if (test && test->n > 0) {
+        rc = dwf_smodel_evaluate(&sel, test, &acc, &sel_loss, err);
+        if (rc) {
+            dwf_smodel_free(&sel);
+            goto out;
+        }
+    }
+    for (int i = 0; i < sel.n_kv; i++) {
+        const char *k = sel.kv[i].key;
+        double *v = &sel.kv[i].value;
+        if (!strcmp(k, "nonzero"))
+            *v = (double)nz;
+        else if (!strcmp(k, "params_nonzero"))
+            *v = (double)pnz;
+        else if (!strcmp(k, "cr"))
+            *v = sel_cr;
+        else if (!strcmp(k, "cr_params"))
+            *v = pnz > 0 ? (double)pa / (double)pnz : (double)pa;
+        else if (!strcmp(k, "sparse_test_loss"))
+            *v = sel_loss;
+    }
+    dwf_smodel_free(model);
+    *model = sel;
+out:
+    if (rc)
+        dwf_smodel_free(model);
+    if (!res)
+        dwf_job_result_free(&local);
+    else if (rc)
+        dwf_job_result_free(res);
+    return rc;
+}
+
 int dwf_job_run(dwf_spec *spec, const dwf_job_hooks *hooks, dwf_smodel *model,
                 dwf_metrics *final, dwf_err *err)
 {
@@ -125,11 +294,15 @@ int dwf_job_run(dwf_spec *spec, const dwf_job_hooks *hooks, dwf_smodel *model,
     const dwf_metrics *last = dwf_trainer_metrics(t);
     if (final)
         *final = *last;
-    dwf_kv kv[32];
+    dwf_kv kv[48];
     int n_kv = metrics_kv(last, kv);
     rc = dwf_smodel_from_model(dwf_trainer_model(t), dwf_trainer_norm(t),
                                (float)spec->opts.eps_prune, spec->json, kv, n_kv,
                                model, err);
+    if (rc)
+        goto done;
+    rc = curve_and_select(spec, last, &val, &test, kv, n_kv, model,
+                          hooks->result, err);
 done:
     dwf_trainer_free(t);
     dwf_dataset_free(&train);

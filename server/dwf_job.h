@@ -4,6 +4,9 @@
  * metrics, progress and checkpoints, and build the sparse model.
  *
  * Shared by `dwf train` and dwfd's workers, so both train the same way.
+ * At the end of every job the threshold curve of the collapsed model is
+ * computed (dwf_thresh.h); with the spec's `select`, the stored model is
+ * the one at the selected threshold (chosen on validation accuracy).
  * The caller owns the spec and receives a dwf_smodel it must free with
  * dwf_smodel_free(). Hooks run on the training thread.
  */
@@ -14,9 +17,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "dwf_sparse.h"
 #include "dwf_spec.h"
+#include "dwf_thresh.h"
 #include "dwf_train.h"
+
+/* What a job learned beyond the model: its threshold curve and, with the
+ * spec's `select`, the selected point. Free with dwf_job_result_free(). */
+typedef struct dwf_job_result {
+    dwf_thresh_curve curve;        /* owned; n = 0 when not computed */
+    double epoch_seconds;          /* the last training epoch's time */
+    int selected;                  /* 1 when select chose the model */
+    int select_index;              /* into curve.points */
+    int select_within;             /* 0: no point within max_drop (eps model) */
+    double dense_val_acc;          /* reference for max_drop */
+    double threshold, cr, val_acc, test_acc; /* the stored model's */
+} dwf_job_result;
+
+void dwf_job_result_free(dwf_job_result *r);
+
+/* The curve's points as a new JSON array of objects {"threshold", "cr",
+ * "weights", "nonzero", "layers": [{"layer", "name", "weights",
+ * "nonzero"}...], "val_acc", "test_acc"} (non-finite numbers as null), the
+ * selected point (r->selected) marked "selected": true. NULL when out of
+ * memory. arch names the layers. */
+json_t *dwf_job_curve_json(const dwf_job_result *r, const dwf_arch *arch);
 
 typedef struct dwf_job_hooks {
     void *ud;
@@ -33,10 +60,15 @@ typedef struct dwf_job_hooks {
     const uint8_t *resume;         /* checkpoint to resume from, or NULL */
     size_t resume_len;
     int checkpoint_every;          /* epochs; 0 = never (except on cancel) */
+    dwf_job_result *result;        /* out, may be NULL: filled on success
+                                      (zeroed first; caller frees) */
 } dwf_job_hooks;
 
 /* Runs spec to completion. On success fills *model (sparse model with the
- * spec text and final metrics) and *final (last epoch's metrics).
+ * spec text and final metrics; with select, the selected model, whose
+ * metrics then also hold selected_threshold, selected_cr, selected_val_acc,
+ * selected_test_acc, dense_val_acc and eps_cr / eps_sparse_test_acc) and
+ * *final (last epoch's metrics; unchanged by selection).
  * Returns DWF_ECANCELED when stopped (after the cancel checkpoint). */
 int dwf_job_run(dwf_spec *spec, const dwf_job_hooks *hooks, dwf_smodel *model,
                 dwf_metrics *final, dwf_err *err);

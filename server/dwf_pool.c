@@ -140,6 +140,52 @@ static int local_on_checkpoint(const uint8_t *buf, size_t len, int epoch,
     return dwf_job_ctx_checkpoint(ud, buf, len, epoch, step);
 }
 
+/* The threshold rows and, after selection, the job's last metrics with
+ * the selected model's numbers. */
+static int local_results(dwf_job_ctx *ctx, const dwf_job_result *res,
+                         const dwf_arch *arch, dwf_err *err)
+{
+    ctx->thresholds = dwf_job_curve_json(res, arch);
+    if (!ctx->thresholds)
+        return dwf_errorf(err, DWF_ENOMEM, "out of memory for the threshold curve");
+    if (!res->selected)
+        return 0;
+    json_t *m = dwf_store_metrics_to_json(&ctx->final);
+    if (!m)
+        return dwf_errorf(err, DWF_ENOMEM, "out of memory for the final metrics");
+    const dwf_thresh_point *p = &res->curve.points[res->select_index];
+    struct {
+        const char *k;
+        double v;
+    } items[] = {
+        {"eps_cr", ctx->final.cr},
+        {"eps_sparse_test_acc", ctx->final.sparse_test_acc},
+        {"selected_threshold", res->threshold},
+        {"selected_cr", res->cr},
+        {"selected_val_acc", res->val_acc},
+        {"selected_test_acc", res->test_acc},
+        {"dense_val_acc", res->dense_val_acc},
+        {"select_max_drop", ctx->spec->select.max_drop},
+        {"cr", res->cr},
+        {"sparse_test_acc", res->test_acc},
+        {"sparse_val_acc", res->val_acc},
+    };
+    for (size_t i = 0; i < sizeof items / sizeof *items; i++) {
+        json_t *v = isfinite(items[i].v) ? json_real(items[i].v) : json_null();
+        if (json_object_set_new(m, items[i].k, v)) {
+            json_decref(m);
+            return dwf_errorf(err, DWF_ENOMEM, "out of memory for the final metrics");
+        }
+    }
+    if (json_object_set_new(m, "nonzero", json_integer(p->nonzero)) ||
+        json_object_set_new(m, "selected_within", json_boolean(res->select_within))) {
+        json_decref(m);
+        return dwf_errorf(err, DWF_ENOMEM, "out of memory for the final metrics");
+    }
+    ctx->final_metrics = m;
+    return 0;
+}
+
 static int local_run(dwf_executor *ex, dwf_job_ctx *ctx, dwf_err *err)
 {
     (void)ex;
@@ -153,9 +199,15 @@ static int local_run(dwf_executor *ex, dwf_job_ctx *ctx, dwf_err *err)
         .resume_len = ctx->resume_len,
         .checkpoint_every = ctx->checkpoint_every,
     };
+    dwf_job_result res;
+    memset(&res, 0, sizeof res);
+    h.result = &res;
     dwf_smodel model;
     memset(&model, 0, sizeof model);
     int rc = dwf_job_run(ctx->spec, &h, &model, &ctx->final, err);
+    if (rc == 0)
+        rc = local_results(ctx, &res, &model.arch, err);
+    dwf_job_result_free(&res);
     if (rc == 0) {
         rc = dwf_smodel_save(&model, &ctx->model_blob, &ctx->model_len, err);
         if (rc == 0) {
@@ -218,8 +270,12 @@ static void finish_job(dwf_pool *p, dwf_job_ctx *ctx, int rc, const dwf_err *err
             .weights = ctx->model_weights,
             .cr = ctx->model_cr,
             .etag = NULL,
-            .final_metrics = NULL,
+            .final_metrics = ctx->final_metrics,
         };
+        /* the curve first: a job is never seen succeeded without it */
+        if (ctx->thresholds &&
+            dwf_store_thresholds_put(p->store, id, ctx->thresholds, &e))
+            LOG(p, "job %lld: threshold curve not stored: %s", (long long)id, e.msg);
         if (dwf_store_job_succeed(p->store, id, &m, &e)) {
             char msg[600];
             snprintf(msg, sizeof msg, "storing the model failed: %s", e.msg);
@@ -337,6 +393,8 @@ out:
     if (have_spec)
         dwf_spec_free(&spec);
     free(ctx->model_blob);
+    json_decref(ctx->thresholds);
+    json_decref(ctx->final_metrics);
     free(ctx);
 }
 

@@ -77,6 +77,10 @@ typedef struct dwf_job_ctx {
     int64_t model_weights, model_nonzero;
     double model_cr;
     dwf_metrics final;           /* last epoch's metrics */
+    json_t *thresholds;          /* threshold curve rows (may stay NULL);
+                                    stored on success, freed by the pool */
+    json_t *final_metrics;       /* the job's last metrics after threshold
+                                    selection (may stay NULL); freed by the pool */
     /* pool-private bookkeeping */
     dwf_pool *pool;
     int worker;

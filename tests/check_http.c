@@ -558,6 +558,30 @@ START_TEST(test_job_flow)
     ck_assert_int_eq((int)json_array_size(m), 0);
     json_decref(m);
 
+    /* the threshold curve: first point at prune.eps with the model's CR,
+     * then CR growing */
+    snprintf(path, sizeof path, "/v1/jobs/%lld/thresholds", (long long)id);
+    http(d, "GET", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(r.json, "job_id")), id);
+    json_t *pts = json_object_get(r.json, "points");
+    ck_assert_int_ge((int)json_array_size(pts), 2);
+    double prev_cr = 0.0;
+    for (size_t i = 0; i < json_array_size(pts); i++) {
+        json_t *pt = json_array_get(pts, i);
+        double cr = json_number_value(json_object_get(pt, "cr"));
+        if (i == 0) {
+            ck_assert(fabs(json_number_value(json_object_get(pt, "threshold")) -
+                           1.1920929e-07) < 1e-12);
+            ck_assert(fabs(cr - (double)weights / (double)nonzero) < 1e-9);
+        }
+        if (json_is_number(json_object_get(pt, "cr")))
+            ck_assert(cr >= prev_cr), prev_cr = cr;
+        ck_assert(json_is_number(json_object_get(pt, "test_acc")));
+        ck_assert(json_is_array(json_object_get(pt, "layers")));
+    }
+    resp_free(&r);
+
     /* model in every format */
     static const char *const fmts[][2] = {{"", "dwfm"},
                                           {"?format=dwfm", "dwfm"},
@@ -697,6 +721,13 @@ START_TEST(test_cancel_running)
     free(st);
     ck_assert_msg(now_s() - t0 < (tu_sanitized() ? 20 : 5), "cancel took %.1f s",
                   now_s() - t0);
+    /* a job without a curve: an empty list */
+    snprintf(path, sizeof path, "/v1/jobs/%lld/thresholds", (long long)id);
+    http(d, "GET", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(json_is_array(json_object_get(r.json, "points")));
+    ck_assert_int_eq((int)json_array_size(json_object_get(r.json, "points")), 0);
+    resp_free(&r);
     /* the next job still runs */
     spec = tiny_spec("after-cancel", 1);
     int64_t id2 = submit(d, spec, NULL, 201);
@@ -709,6 +740,51 @@ START_TEST(test_cancel_running)
     ck_assert_int_eq(r.status, 204);
     resp_free(&r);
     expect_error(d, "GET", path, NULL, NULL, 404, "not_found", NULL);
+}
+END_TEST
+
+/* select: the stored model is the one at the threshold chosen on
+ * validation; the job's metrics and the curve say which. */
+START_TEST(test_select)
+{
+    daemon_t *d = &main_d;
+    const char *spec =
+        "{\"name\": \"select\", \"data\": {\"train_subset\": 1000, \"test_subset\": 500,"
+        " \"validation\": 0.25}, \"model\": {\"arch\": \"mlp\", \"hidden\": [32]},"
+        " \"train\": {\"epochs\": 2, \"lambda\": 0.01, \"lr\": 0.2},"
+        " \"select\": {\"max_drop\": 0.05}}";
+    int64_t id = submit(d, spec, NULL, 201);
+    char *st = wait_state(d, id, NULL, 120);
+    ck_assert_str_eq(st, "succeeded");
+    free(st);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)id);
+    resp r;
+    http(d, "GET", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    json_t *m = json_object_get(r.json, "metrics");
+    double thr = json_number_value(json_object_get(m, "selected_threshold"));
+    ck_assert(json_is_number(json_object_get(m, "selected_threshold")));
+    ck_assert(json_is_number(json_object_get(m, "dense_val_acc")));
+    int64_t nonzero = json_integer_value(json_object_get(json_object_get(r.json, "model"),
+                                                         "nonzero"));
+    resp_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%lld/thresholds", (long long)id);
+    http(d, "GET", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    json_t *pts = json_object_get(r.json, "points");
+    int n_sel = 0;
+    for (size_t i = 0; i < json_array_size(pts); i++) {
+        json_t *pt = json_array_get(pts, i);
+        if (!json_is_true(json_object_get(pt, "selected")))
+            continue;
+        n_sel++;
+        ck_assert(json_number_value(json_object_get(pt, "threshold")) == thr);
+        ck_assert_int_eq(json_integer_value(json_object_get(pt, "nonzero")), nonzero);
+        ck_assert(json_is_number(json_object_get(pt, "val_acc")));
+    }
+    ck_assert_int_eq(n_sel, 1);
+    resp_free(&r);
 }
 END_TEST
 
@@ -740,6 +816,7 @@ START_TEST(test_bad_input)
     expect_error(d, "GET", "/v1/jobs/abc", NULL, NULL, 404, "not_found", NULL);
     expect_error(d, "GET", "/v1/jobs/-3/metrics", NULL, NULL, 404, "not_found", NULL);
     expect_error(d, "GET", "/v1/jobs/987654/metrics", NULL, NULL, 404, "not_found", NULL);
+    expect_error(d, "GET", "/v1/jobs/987654/thresholds", NULL, NULL, 404, "not_found", NULL);
     expect_error(d, "GET", "/v1/jobs/987654/events", NULL, NULL, 404, "not_found", NULL);
     expect_error(d, "GET", "/v1/jobs/987654/model", NULL, NULL, 404, "not_found", NULL);
     expect_error(d, "POST", "/v1/jobs/987654/cancel", NULL, NULL, 404, "not_found", NULL);
@@ -1641,6 +1718,7 @@ Suite *http_suite(void)
     tcase_add_test(api, test_bad_input);
     tcase_add_test(api, test_body_limit);
     tcase_add_test(api, test_cancel_running);
+    tcase_add_test(api, test_select);
     tcase_add_test(api, test_sweep);
     tcase_add_test(api, test_failing_jobs);
     tcase_add_test(api, test_misc_routes);

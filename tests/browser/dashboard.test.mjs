@@ -36,7 +36,7 @@ function ok(cond, name, detail = '') {
 // HTTP errors a check provokes on purpose; Chromium logs each failed
 // request as a console error "Failed to load resource: ... status of N".
 const expected = [
-  { status: 404, url: /\/v1\/jobs\/\d+\/thresholds$/ }, // feature probe of the job page
+  { status: 404, url: /\/v1\/jobs\/\d+\/thresholds$/ }, // feature probe of the job page (older servers)
   { status: 401, url: new RegExp('^' + AUTH.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) }, // token prompt
 ];
 let expect400 = false; // during the bad-form check: POST /v1/jobs answers 400
@@ -173,7 +173,12 @@ try {
   ok(npz.status() === 200 && (await npz.body()).subarray(0, 2).toString() === 'PK', 'the npz download is a zip file', String(npz.status()));
   const spec = JSON.parse(await page.locator('#spec').textContent());
   ok(spec.train.epochs === 2 && JSON.stringify(spec.model.hidden) === '[32]', 'the spec is shown');
-  ok(await page.locator('#threshold-curve').isHidden(), 'the threshold curve stays hidden while the server has no thresholds');
+  // the threshold curve of the finished job (GET v1/jobs/{id}/thresholds)
+  await page.waitForSelector('#threshold-curve:not([hidden]) [data-chart="thresholds"][data-points]', { timeout: left(10000) });
+  const nThr = Number(await page.locator('[data-chart="thresholds"]').getAttribute('data-points'));
+  ok(nThr >= 2, 'the job page shows the threshold curve', `${nThr} points`);
+  const thrPx = await countPixels(page, '[data-chart="thresholds"]', [5, 150, 105]);
+  ok(thrPx > 30, 'the threshold curve (test accuracy against CR) is drawn', `${thrPx} pixels of its colour`);
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   await page.waitForSelector('.toast', { state: 'detached', timeout: left(8000) });
   await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-job.png'), fullPage: true });

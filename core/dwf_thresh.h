@@ -1,0 +1,71 @@
+/*
+ * dwf_thresh.h - threshold curves and tolerance-based selection.
+ *
+ * One finished run holds a whole accuracy-CR curve: its collapsed weights
+ * cut at growing magnitude thresholds. dwf_thresh_curve_compute() evaluates
+ * a sparse model (built at the spec's prune.eps) at a log-spaced grid of
+ * thresholds from its eps upward, with the sparse kernels, until accuracy
+ * falls to chance or every weight is zero (points whose model equals the
+ * previous one are not evaluated again). dwf_thresh_select() picks the
+ * largest threshold whose validation accuracy stays within a tolerance of
+ * the dense model's; it never looks at test accuracy.
+ *
+ * A dwf_thresh_curve owns its points array; free it with
+ * dwf_thresh_curve_free(). The data sets and the model are borrowed.
+ */
+#ifndef DWF_THRESH_H
+#define DWF_THRESH_H
+
+#include <stdint.h>
+
+#include "dwf_arch.h"
+#include "dwf_data.h"
+#include "dwf_err.h"
+#include "dwf_sparse.h"
+
+typedef struct dwf_thresh_point {
+    double threshold;        /* weights with |w| < threshold set to zero
+                                (biases stay as in the eps model) */
+    double cr;               /* weights / non-zero weights (inf when none) */
+    int64_t weights;
+    int64_t nonzero;
+    int64_t layer_nonzero[DWF_MAX_LAYERS]; /* by layer index; 0 if no weight */
+    int64_t layer_weights[DWF_MAX_LAYERS];
+    double val_acc;          /* NaN without validation data */
+    double test_acc;         /* NaN without test data */
+} dwf_thresh_point;
+
+typedef struct dwf_thresh_curve {
+    int n;
+    dwf_thresh_point *points; /* ascending threshold; points[0] at the model's eps */
+    double seconds;           /* wall time spent computing the curve */
+} dwf_thresh_curve;
+
+typedef struct dwf_thresh_opts {
+    int per_decade;          /* grid points per factor 10 (default 4) */
+    int max_points;          /* cap (default 64) */
+    double chance_margin;    /* stop when acc <= 1/n_classes + margin (0.02) */
+} dwf_thresh_opts;
+
+/* Default options (4 per decade, 64 points, margin 0.02). */
+void dwf_thresh_opts_default(dwf_thresh_opts *o);
+
+/* Evaluates s at thresholds s->eps * 10^(k / per_decade), k = 0, 1, ...
+ * (the first at s->eps, or at float epsilon when s->eps is 0) on val and
+ * test (either may be NULL or empty), stopping after the first point where
+ * the stopping accuracy (validation when given, else test) is at or below
+ * chance, or every weight is zero, or max_points. opts may be NULL. */
+int dwf_thresh_curve_compute(const dwf_smodel *s, const dwf_dataset *val,
+                             const dwf_dataset *test, const dwf_thresh_opts *opts,
+                             dwf_thresh_curve *out, dwf_err *err);
+void dwf_thresh_curve_free(dwf_thresh_curve *c);
+
+/* Picks the point with the largest threshold whose val_acc >=
+ * dense_val_acc - max_drop, looking at validation accuracy only. *index
+ * receives it; when no point qualifies it is 0 (the eps model) and *within
+ * (may be NULL) is 0, else 1. DWF_EINVAL when the curve is empty, has no
+ * validation accuracy, or dense_val_acc / max_drop are not finite. */
+int dwf_thresh_select(const dwf_thresh_curve *c, double dense_val_acc,
+                      double max_drop, int *index, int *within, dwf_err *err);
+
+#endif

@@ -1,0 +1,370 @@
+/*
+ * check_thresh.c - threshold curves and tolerance-based selection
+ * (core/dwf_thresh.c, dwf_smodel_rethreshold, the end of dwf_job_run):
+ * a small Fashion-MNIST run's curve is monotone in CR and its first point
+ * is the eps model; every point is the model dwf_smodel_from_model builds
+ * at its threshold; selection looks at validation accuracy only (a test
+ * set labelled by another rule, or shuffled, changes nothing; another
+ * validation set changes the choice); the job stores the selected model.
+ */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdint.h>
+
+#include "dwf_job.h"
+#include "dwf_model.h"
+#include "dwf_rng.h"
+#include "dwf_sparse.h"
+#include "dwf_thresh.h"
+
+/* ---- a synthetic model, data labelled by models ------------------------ */
+
+static dwf_model *make_model(const dwf_arch *a, uint64_t seed)
+{
+    dwf_model *m = NULL;
+    dwf_err e;
+    ck_assert_msg(dwf_model_create(a, 16, &m, &e) == 0, "%s", e.msg);
+    dwf_rng r;
+    dwf_rng_seed(&r, seed);
+    ck_assert_msg(dwf_model_init(m, DWF_INIT_AUTO, 1e-3, &r, &e) == 0, "%s", e.msg);
+    /* weights of every magnitude from 1e-7 to 1: log-uniform */
+    for (int i = 0; i < m->arch.n_layers; i++) {
+        if (m->weight_idx[i] < 0)
+            continue;
+        dwf_param *p = &m->params[m->weight_idx[i]];
+        for (int64_t k = 0; k < p->n; k++) {
+            double mag = pow(10.0, -7.0 + 7.0 * dwf_rng_uniform(&r));
+            float v = (float)(dwf_rng_uniform(&r) < 0.5 ? -mag : mag);
+            p->f[0][k] = v;
+            for (int d = 1; d < p->depth; d++)
+                p->f[d][k] = 1.0f;
+        }
+    }
+    dwf_model_collapse(m);
+    return m;
+}
+
+static void make_data(dwf_dataset *d, int n, uint64_t seed)
+{
+    memset(d, 0, sizeof *d);
+    d->n = n;
+    d->c = 1;
+    d->h = d->w = 8;
+    d->dim = 64;
+    d->n_classes = 5;
+    d->x_u8 = malloc((size_t)n * d->dim);
+    d->y = calloc((size_t)n, sizeof(int32_t));
+    ck_assert_ptr_nonnull(d->x_u8);
+    ck_assert_ptr_nonnull(d->y);
+    dwf_rng r;
+    dwf_rng_seed(&r, seed);
+    for (int i = 0; i < n * d->dim; i++)
+        d->x_u8[i] = (uint8_t)dwf_rng_below(&r, 256);
+}
+
+/* Labels d with the predictions of s cut at threshold t (t >= s->eps). */
+static void label_by(dwf_dataset *d, const dwf_smodel *s, float t)
+{
+    dwf_smodel m;
+    dwf_err e;
+    ck_assert_msg(dwf_smodel_rethreshold(s, t, NULL, 0, &m, &e) == 0, "%s", e.msg);
+    dwf_sws *ws = NULL;
+    ck_assert_msg(dwf_sws_create(&m, d->n, &ws, &e) == 0, "%s", e.msg);
+    float *x = malloc((size_t)d->n * d->dim * sizeof(float));
+    ck_assert_ptr_nonnull(x);
+    for (int i = 0; i < d->n * d->dim; i++)
+        x[i] = (float)d->x_u8[i];
+    ck_assert_msg(dwf_smodel_predict(&m, ws, x, d->n, d->y, NULL, &e) == 0, "%s", e.msg);
+    free(x);
+    dwf_sws_free(ws);
+    dwf_smodel_free(&m);
+}
+
+static void check_monotone(const dwf_thresh_curve *c, const dwf_smodel *s)
+{
+    ck_assert_int_ge(c->n, 2);
+    ck_assert(c->points[0].threshold == (double)s->eps);
+    for (int i = 0; i < c->n; i++) {
+        const dwf_thresh_point *p = &c->points[i];
+        int64_t sum = 0;
+        for (int l = 0; l < DWF_MAX_LAYERS; l++) {
+            sum += p->layer_nonzero[l];
+            ck_assert_int_le(p->layer_nonzero[l], p->layer_weights[l]);
+            if (i > 0)
+                ck_assert_int_le(p->layer_nonzero[l], c->points[i - 1].layer_nonzero[l]);
+        }
+        ck_assert_int_eq(sum, p->nonzero);
+        if (i > 0) {
+            ck_assert(p->threshold > c->points[i - 1].threshold);
+            ck_assert_int_le(p->nonzero, c->points[i - 1].nonzero);
+            ck_assert(p->cr >= c->points[i - 1].cr);
+        }
+    }
+}
+
+START_TEST(t_curve_points_are_models)
+{
+    dwf_arch a;
+    dwf_err e;
+    const int hidden[] = {24};
+    ck_assert_msg(dwf_arch_mlp(&a, 1, 8, 8, hidden, 1, 5, 2, &e) == 0, "%s", e.msg);
+    dwf_model *m = make_model(&a, 7);
+    dwf_norm norm = {DWF_NORM_SCALE, 0.0f, 255.0f};
+    const float eps = 1.1920929e-07f;
+    dwf_smodel s;
+    ck_assert_msg(dwf_smodel_from_model(m, &norm, eps, NULL, NULL, 0, &s, &e) == 0, "%s", e.msg);
+    dwf_dataset val, test;
+    make_data(&val, 200, 1);
+    make_data(&test, 150, 2);
+    label_by(&val, &s, 1e-2f);
+    label_by(&test, &s, 1e-3f);
+    dwf_thresh_curve c;
+    ck_assert_msg(dwf_thresh_curve_compute(&s, &val, &test, NULL, &c, &e) == 0, "%s", e.msg);
+    check_monotone(&c, &s);
+    /* 4 per decade: from 1.19e-7 the weights (all < 1) are gone after at
+     * most 7 decades, unless accuracy reached chance before */
+    ck_assert_int_le(c.n, 4 * 7 + 2);
+    const dwf_thresh_point *last = &c.points[c.n - 1];
+    ck_assert(last->nonzero == 0 || last->val_acc <= 1.0 / 5 + 0.02);
+    for (int i = 0; i < c.n - 1; i++)
+        ck_assert(c.points[i].nonzero > 0 && c.points[i].val_acc > 1.0 / 5 + 0.02);
+    /* every point is the model from_model builds at its threshold (the
+     * biases are 0 after dwf_model_init, so cutting them changes nothing) */
+    for (int i = 0; i < c.n; i++) {
+        const dwf_thresh_point *p = &c.points[i];
+        dwf_smodel t;
+        ck_assert_msg(dwf_smodel_from_model(m, &norm, (float)p->threshold, NULL, NULL, 0,
+                                            &t, &e) == 0, "%s", e.msg);
+        int64_t w, nz;
+        dwf_smodel_counts(&t, &w, &nz, NULL, NULL);
+        ck_assert_int_eq(nz, p->nonzero);
+        ck_assert_int_eq(w, p->weights);
+        double va, ta, loss;
+        ck_assert_int_eq(dwf_smodel_evaluate(&t, &val, &va, &loss, &e), 0);
+        ck_assert_int_eq(dwf_smodel_evaluate(&t, &test, &ta, &loss, &e), 0);
+        ck_assert_msg(va == p->val_acc && ta == p->test_acc,
+                      "point %d (|w| < %g): val %g test %g, the model gives %g %g", i,
+                      p->threshold, p->val_acc, p->test_acc, va, ta);
+        dwf_smodel_free(&t);
+    }
+    /* validation labelled by the 1e-2 model: perfect there, not above 1e-1 */
+    int found = 0;
+    for (int i = 0; i < c.n; i++)
+        if (fabs(c.points[i].threshold / 1e-2 - 1.0) < 0.2 && c.points[i].val_acc > 0.97)
+            found = 1;
+    ck_assert(found);
+    /* no validation data: accuracies from the test set, val NaN */
+    dwf_thresh_curve c2;
+    ck_assert_int_eq(dwf_thresh_curve_compute(&s, NULL, &test, NULL, &c2, &e), 0);
+    ck_assert(isnan(c2.points[0].val_acc) && c2.points[0].test_acc == c.points[0].test_acc);
+    int idx;
+    ck_assert_int_eq(dwf_thresh_select(&c2, 0.9, 0.01, &idx, NULL, &e), DWF_EINVAL);
+    dwf_thresh_curve_free(&c2);
+    dwf_thresh_opts bad;
+    dwf_thresh_opts_default(&bad);
+    bad.per_decade = 0;
+    ck_assert_int_eq(dwf_thresh_curve_compute(&s, &val, &test, &bad, &c2, &e), DWF_EINVAL);
+    ck_assert_int_eq(c2.n, 0);
+    /* rethreshold below the model's threshold is an error */
+    dwf_smodel t;
+    ck_assert_int_eq(dwf_smodel_rethreshold(&s, eps / 2, NULL, 0, &t, &e), DWF_EINVAL);
+    dwf_thresh_curve_free(&c);
+    dwf_dataset_free(&val);
+    dwf_dataset_free(&test);
+    dwf_smodel_free(&s);
+    dwf_model_free(m);
+}
+END_TEST
+
+/* The chosen threshold depends on the validation data only. */
+START_TEST(t_select_validation_only)
+{
+    dwf_arch a;
+    dwf_err e;
+    const int hidden[] = {24};
+    ck_assert_msg(dwf_arch_mlp(&a, 1, 8, 8, hidden, 1, 5, 2, &e) == 0, "%s", e.msg);
+    dwf_model *m = make_model(&a, 8);
+    dwf_norm norm = {DWF_NORM_SCALE, 0.0f, 255.0f};
+    dwf_smodel s;
+    ck_assert_msg(dwf_smodel_from_model(m, &norm, 1.1920929e-07f, NULL, NULL, 0, &s, &e) == 0,
+                  "%s", e.msg);
+    dwf_dataset val_a, val_b, test_1, test_2;
+    make_data(&val_a, 300, 11);
+    make_data(&val_b, 300, 11);
+    make_data(&test_1, 300, 12);
+    make_data(&test_2, 300, 13);
+    label_by(&val_a, &s, 3e-3f);  /* validation agrees with the 3e-3 model */
+    label_by(&val_b, &s, 2e-1f);  /* another validation set: the 0.2 model */
+    label_by(&test_1, &s, 3e-2f); /* a test set that prefers larger thresholds */
+    dwf_rng r;
+    dwf_rng_seed(&r, 14);
+    for (int i = 0; i < test_2.n; i++) /* and one with random labels */
+        test_2.y[i] = (int32_t)dwf_rng_below(&r, 5);
+    struct {
+        const dwf_dataset *val, *test;
+        int idx;
+        double thr;
+    } run[3] = {{&val_a, &test_1, 0, 0}, {&val_a, &test_2, 0, 0}, {&val_b, &test_1, 0, 0}};
+    for (int k = 0; k < 3; k++) {
+        dwf_thresh_curve c;
+        ck_assert_msg(dwf_thresh_curve_compute(&s, run[k].val, run[k].test, NULL, &c, &e) == 0,
+                      "%s", e.msg);
+        check_monotone(&c, &s);
+        double dense_val;
+        dense_val = c.points[0].val_acc; /* the eps model keeps every weight here */
+        int within = 0;
+        ck_assert_int_eq(dwf_thresh_select(&c, dense_val, 0.02, &run[k].idx, &within, &e), 0);
+        ck_assert_int_eq(within, 1);
+        const dwf_thresh_point *p = &c.points[run[k].idx];
+        run[k].thr = p->threshold;
+        /* the largest threshold within the drop, on validation */
+        ck_assert(p->val_acc >= dense_val - 0.02);
+        for (int i = run[k].idx + 1; i < c.n; i++)
+            ck_assert(c.points[i].val_acc < dense_val - 0.02);
+        /* the test set would have chosen otherwise (it differs on purpose) */
+        int best_test = 0;
+        for (int i = 0; i < c.n; i++)
+            if (c.points[i].test_acc >= c.points[0].test_acc - 0.02)
+                best_test = i;
+        if (k == 0)
+            ck_assert_int_gt(best_test, run[k].idx);
+        dwf_thresh_curve_free(&c);
+    }
+    /* a different test set changes nothing; a different validation set does */
+    ck_assert(run[0].thr == run[1].thr);
+    ck_assert(run[2].thr > run[0].thr);
+    /* near the labelling models' thresholds (within a few grid steps) */
+    ck_assert_msg(run[0].thr >= 6e-4 && run[0].thr <= 1.5e-2, "%g", run[0].thr);
+    ck_assert_msg(run[2].thr >= 0.1, "%g", run[2].thr);
+    /* no point within the drop: the eps model, within = 0 */
+    dwf_thresh_point pts[2] = {{.threshold = 1e-7, .val_acc = 0.5, .test_acc = 0.9},
+                               {.threshold = 1e-6, .val_acc = 0.4, .test_acc = 0.9}};
+    dwf_thresh_curve hand = {2, pts, 0};
+    int idx = -1, within = -1;
+    ck_assert_int_eq(dwf_thresh_select(&hand, 0.9, 0.01, &idx, &within, &e), 0);
+    ck_assert_int_eq(idx, 0);
+    ck_assert_int_eq(within, 0);
+    ck_assert_int_eq(dwf_thresh_select(&hand, 0.5, 0.1, &idx, &within, &e), 0);
+    ck_assert_int_eq(idx, 1);
+    ck_assert_int_eq(dwf_thresh_select(&hand, NAN, 0.1, &idx, &within, &e), DWF_EINVAL);
+    dwf_dataset_free(&val_a);
+    dwf_dataset_free(&val_b);
+    dwf_dataset_free(&test_1);
+    dwf_dataset_free(&test_2);
+    dwf_smodel_free(&s);
+    dwf_model_free(m);
+}
+END_TEST
+
+/* ---- whole jobs on a small Fashion-MNIST run --------------------------- */
+
+static int run_job(int select, dwf_smodel *model, dwf_metrics *final,
+                   dwf_job_result *res)
+{
+    int small = tu_sanitized();
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"name\": \"thr\", \"method\": \"dwf\", \"data\": {\"train_subset\": %d,"
+             " \"test_subset\": %d, \"validation\": 0.25}, \"model\": {\"arch\": \"mlp\","
+             " \"hidden\": [32], \"depth\": 3}, \"train\": {\"epochs\": 3,"
+             " \"batch_size\": 64, \"lr\": 0.2, \"lambda\": 0.003}, \"seed\": 5%s}",
+             small ? 1200 : 2400, small ? 400 : 800,
+             select ? ", \"select\": {\"max_drop\": 0.02}" : "");
+    dwf_spec spec;
+    dwf_err e;
+    char field[DWF_FIELD_LEN];
+    ck_assert_msg(dwf_spec_parse(text, strlen(text), NULL, 0, &spec, field, &e) == 0,
+                  "%s: %s", field, e.msg);
+    dwf_job_hooks h = {0};
+    h.result = res;
+    int rc = dwf_job_run(&spec, &h, model, final, &e);
+    ck_assert_msg(rc == 0, "%s", e.msg);
+    dwf_spec_free(&spec);
+    return rc;
+}
+
+START_TEST(t_job_curve_and_select)
+{
+    if (access(FMNIST_DIR "/t10k-labels-idx1-ubyte.gz", R_OK) != 0) {
+        fprintf(stderr, "check_thresh: no Fashion-MNIST, job test skipped\n");
+        return;
+    }
+    dwf_smodel model;
+    dwf_metrics final;
+    dwf_job_result res;
+    run_job(0, &model, &final, &res);
+    check_monotone(&res.curve, &model);
+    ck_assert_int_eq(res.selected, 0);
+    /* the first point is the eps model: its counts and accuracy */
+    const dwf_thresh_point *p0 = &res.curve.points[0];
+    ck_assert(p0->threshold == (double)1.1920929e-07f);
+    ck_assert_int_eq(p0->nonzero, final.nonzero);
+    ck_assert(fabs(p0->cr - final.cr) < 1e-12);
+    /* the trainer's sparse accuracy comes from its own kernels */
+    ck_assert(fabs(p0->test_acc - final.sparse_test_acc) <= 0.0051);
+    ck_assert(fabs(p0->val_acc - final.sparse_val_acc) <= 0.0051);
+    dwf_spec spec;
+    dwf_dataset train, val, test;
+    dwf_err e;
+    char field[DWF_FIELD_LEN];
+    ck_assert(model.spec != NULL);
+    ck_assert_int_eq(dwf_spec_parse(model.spec, strlen(model.spec), NULL, 0, &spec, field, &e), 0);
+    ck_assert_msg(dwf_spec_load_data(&spec, &train, &val, &test, &e) == 0, "%s", e.msg);
+    double acc, loss;
+    ck_assert_int_eq(dwf_smodel_evaluate(&model, &test, &acc, &loss, &e), 0);
+    ck_assert(acc == p0->test_acc);
+    ck_assert_int_eq(dwf_smodel_evaluate(&model, &val, &acc, &loss, &e), 0);
+    ck_assert(acc == p0->val_acc);
+    ck_assert(res.curve.seconds >= 0.0);
+    json_t *rows = dwf_job_curve_json(&res, &model.arch);
+    ck_assert_ptr_nonnull(rows);
+    ck_assert_int_eq((int)json_array_size(rows), res.curve.n);
+    json_t *r0 = json_array_get(rows, 0);
+    ck_assert(json_real_value(json_object_get(r0, "threshold")) == p0->threshold);
+    ck_assert_int_eq((int)json_array_size(json_object_get(r0, "layers")), 2);
+    json_decref(rows);
+    dwf_job_result_free(&res);
+    dwf_smodel_free(&model);
+
+    /* with select: the stored model is the selected one */
+    dwf_metrics final2;
+    run_job(1, &model, &final2, &res);
+    ck_assert_int_eq(res.selected, 1);
+    ck_assert_int_eq(final2.nonzero, final.nonzero); /* same training */
+    const dwf_thresh_point *ps = &res.curve.points[res.select_index];
+    ck_assert(ps->val_acc >= final2.val_acc - 0.02 || !res.select_within);
+    for (int i = res.select_index + 1; i < res.curve.n; i++)
+        ck_assert(res.curve.points[i].val_acc < final2.val_acc - 0.02);
+    ck_assert(model.eps == (float)ps->threshold);
+    int64_t w, nz;
+    dwf_smodel_counts(&model, &w, &nz, NULL, NULL);
+    ck_assert_int_eq(nz, ps->nonzero);
+    ck_assert(dwf_smodel_metric(&model, "selected_threshold") == ps->threshold);
+    ck_assert(dwf_smodel_metric(&model, "selected_cr") == ps->cr);
+    ck_assert(dwf_smodel_metric(&model, "selected_val_acc") == ps->val_acc);
+    ck_assert(dwf_smodel_metric(&model, "selected_test_acc") == ps->test_acc);
+    ck_assert(dwf_smodel_metric(&model, "nonzero") == (double)nz);
+    ck_assert_int_eq(dwf_smodel_evaluate(&model, &test, &acc, &loss, &e), 0);
+    ck_assert(acc == ps->test_acc);
+    ck_assert(dwf_smodel_metric(&model, "sparse_test_acc") == acc);
+    dwf_job_result_free(&res);
+    dwf_smodel_free(&model);
+    dwf_dataset_free(&train);
+    dwf_dataset_free(&val);
+    dwf_dataset_free(&test);
+    dwf_spec_free(&spec);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("thresh");
+    TCase *tc = tcase_create("thresh");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, t_curve_points_are_models);
+    tcase_add_test(tc, t_select_validation_only);
+    tcase_add_test(tc, t_job_curve_and_select);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
