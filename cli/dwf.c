@@ -221,7 +221,11 @@ static int cmd_train(int argc, char **argv)
     dwf_spec spec;
     if (parse_spec_file(spec_path, &spec, &err))
         return die("%s", err.msg);
-    dwf_blas_threads(threads > 0 ? threads : spec.opts.threads);
+    /* train.threads trains that many batch slices in parallel, each with a
+     * single-threaded BLAS (faster on small layers than threaded sgemm) */
+    if (threads > 0)
+        spec.opts.threads = threads;
+    dwf_blas_threads(1);
     train_ui ui = {isatty(STDOUT_FILENO), quiet, now(), 0.0, spec.opts.epochs};
     if (spec.opts.method == DWF_METHOD_MAGNITUDE)
         ui.epochs += spec.opts.finetune_epochs;
