@@ -45,7 +45,7 @@ typedef struct dwf_train_opts {
     double eps_init;        /* DWF init lower truncation (x sigma) */
     double eps_prune;       /* |w| < eps_prune is zero in the sparse model */
     dwf_optim_opts optim;
-    int threads;            /* BLAS threads for this run (>= 1) */
+    int threads;            /* batch slices trained in parallel (1..8) */
     dwf_norm_kind norm;
     /* pruning baselines */
     dwf_method method;

@@ -10,6 +10,7 @@
  * real input shape and class count of the data.
  */
 #include "dwf_spec.h"
+#include "dwf_workers.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -833,7 +834,7 @@ static int parse_train(rd *r, json_t *in, json_t *out, dwf_train_opts *o)
                       &op->warmup_epochs)) ||
         (rc = get_num(r, in, out, pre, "lambda", 1e-3, 0, 0, HUGE_VAL, 0,
                       &o->lambda)) ||
-        (rc = get_int32(r, in, out, pre, "threads", 1, 1, 64, &o->threads)))
+        (rc = get_int32(r, in, out, pre, "threads", 1, 1, DWF_MAX_THREADS, &o->threads)))
         return rc;
     op->kind = optim_vals[kind];
     op->sched = sched_vals[sched];

@@ -319,7 +319,7 @@ static const bad_case bad[] = {
     {"{\"train\": {\"epochs\": true}}", "train.epochs", DWF_EINVAL, "must be an integer (got boolean)"},
     {"{\"train\": {\"batch_size\": 65537}}", "train.batch_size", DWF_EINVAL, "1..65536"},
     {"{\"train\": {\"momentum\": 1}}", "train.momentum", DWF_EINVAL, "[0, 1)"},
-    {"{\"train\": {\"threads\": 0}}", "train.threads", DWF_EINVAL, "1..64"},
+    {"{\"train\": {\"threads\": 0}}", "train.threads", DWF_EINVAL, "1..8"},
     {"{\"train\": {\"lambda\": -0.1}}", "train.lambda", DWF_EINVAL, ">= 0"},
     {"{\"train\": {\"nesterov\": 1}}", "train.nesterov", DWF_EINVAL, "true or false"},
     {"{\"train\": {\"nesterov\": true}}", "train.nesterov", DWF_EINVAL, "momentum > 0"},
