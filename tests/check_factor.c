@@ -16,19 +16,6 @@
 #include "dwf_param.h"
 #include "dwf_rng.h"
 
-/* ck_assert() records a "mark point" (a write to a pipe) on every
- * success, which is slow inside loops over many elements: these only act
- * on failure. */
-#define CHECK(c)                                                            \
-    do {                                                                    \
-        if (!(c))                                                           \
-            ck_abort_msg("Assertion '%s' failed", #c);                      \
-    } while (0)
-#define CHECK_MSG(c, ...)                                                   \
-    do {                                                                    \
-        if (!(c))                                                           \
-            ck_abort_msg(__VA_ARGS__);                                      \
-    } while (0)
 
 /* ---- helpers ---------------------------------------------------------- */
 

@@ -17,41 +17,13 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* k Gaussian blobs in dim dimensions, n samples, float features: the
- * centers come from center_seed, labels and noise from noise_seed. */
-static void make_blobs(dwf_dataset *d, int n, int dim, int k,
-                       uint64_t center_seed, uint64_t noise_seed)
-{
-    dwf_rng r;
-    memset(d, 0, sizeof *d);
-    d->n = n;
-    d->c = d->dim = dim;
-    d->h = d->w = 1;
-    d->n_classes = k;
-    d->x_f32 = malloc((size_t)n * dim * sizeof(float));
-    d->y = malloc((size_t)n * sizeof(int32_t));
-    float *centers = malloc((size_t)k * dim * sizeof(float));
-    ck_assert(d->x_f32 && d->y && centers);
-    dwf_rng_seed(&r, center_seed);
-    for (int i = 0; i < k * dim; i++)
-        centers[i] = (float)dwf_rng_normal(&r);
-    dwf_rng_seed(&r, noise_seed);
-    for (int i = 0; i < n; i++) {
-        int c = (int)dwf_rng_below(&r, (uint64_t)k);
-        d->y[i] = c;
-        for (int j = 0; j < dim; j++)
-            d->x_f32[(size_t)i * dim + j] =
-                centers[c * dim + j] + (float)dwf_rng_normal(&r);
-    }
-    free(centers);
-}
 
 static dwf_dataset blobs_train, blobs_test;
 
 static void blobs_setup(void)
 {
-    make_blobs(&blobs_train, 600, 16, 3, 11, 1);
-    make_blobs(&blobs_test, 300, 16, 3, 11, 2);
+    tu_make_blobs(&blobs_train, 600, 16, 3, 1.0, 11, 1);
+    tu_make_blobs(&blobs_test, 300, 16, 3, 1.0, 11, 2);
 }
 
 static void blobs_teardown(void)

@@ -16,13 +16,6 @@
 #include "dwf_rng.h"
 #include "dwf_sparse.h"
 
-/* ck_assert() is slow inside loops over many elements: act on failure only. */
-#define CHECK_MSG(c, ...)                                                   \
-    do {                                                                    \
-        if (!(c))                                                           \
-            ck_abort_msg(__VA_ARGS__);                                      \
-    } while (0)
-
 static float *alloc_f(size_t n)
 {
     float *p = calloc(n ? n : 1, sizeof(float));

@@ -15,50 +15,9 @@
 #include "dwf_data.h"
 #include "dwf_train.h"
 
-/* ck_assert() records a "mark point" (a write to a pipe) on every
- * success, which is slow inside loops over many elements: these only act
- * on failure. */
-#define CHECK(c)                                                            \
-    do {                                                                    \
-        if (!(c))                                                           \
-            ck_abort_msg("Assertion '%s' failed", #c);                      \
-    } while (0)
-#define CHECK_MSG(c, ...)                                                   \
-    do {                                                                    \
-        if (!(c))                                                           \
-            ck_abort_msg(__VA_ARGS__);                                      \
-    } while (0)
 
 /* ---- synthetic data --------------------------------------------------- */
 
-/* k Gaussian blobs in dim dimensions (unit noise around centers drawn
- * with std 1.5), float features, flat shape. */
-static void make_blobs(dwf_dataset *d, int n, int dim, int k,
-                       uint64_t center_seed, uint64_t noise_seed)
-{
-    dwf_rng r;
-    memset(d, 0, sizeof *d);
-    d->n = n;
-    d->c = d->dim = dim;
-    d->h = d->w = 1;
-    d->n_classes = k;
-    d->x_f32 = malloc((size_t)n * dim * sizeof(float));
-    d->y = malloc((size_t)n * sizeof(int32_t));
-    float *centers = malloc((size_t)k * dim * sizeof(float));
-    ck_assert(d->x_f32 && d->y && centers);
-    dwf_rng_seed(&r, center_seed);
-    for (int i = 0; i < k * dim; i++)
-        centers[i] = (float)(1.5 * dwf_rng_normal(&r));
-    dwf_rng_seed(&r, noise_seed);
-    for (int i = 0; i < n; i++) {
-        int c = (int)dwf_rng_below(&r, (uint64_t)k);
-        d->y[i] = c;
-        for (int j = 0; j < dim; j++)
-            d->x_f32[(size_t)i * dim + j] =
-                centers[c * dim + j] + (float)dwf_rng_normal(&r);
-    }
-    free(centers);
-}
 
 /* 1 x 8 x 8 images of three classes: a horizontal bar, a vertical bar or
  * a diagonal, each 4 pixels long at a random place, plus noise. */
@@ -93,8 +52,8 @@ static dwf_dataset blobs_train, blobs_test;
 
 static void blobs_setup(void)
 {
-    make_blobs(&blobs_train, 600, 8, 3, 11, 1);
-    make_blobs(&blobs_test, 300, 8, 3, 11, 2);
+    tu_make_blobs(&blobs_train, 600, 8, 3, 1.5, 11, 1);
+    tu_make_blobs(&blobs_test, 300, 8, 3, 1.5, 11, 2);
 }
 
 static void blobs_teardown(void)
@@ -540,7 +499,7 @@ END_TEST
 START_TEST(test_nan_input)
 {
     dwf_dataset bad;
-    make_blobs(&bad, 600, 8, 3, 11, 1);
+    tu_make_blobs(&bad, 600, 8, 3, 1.5, 11, 1);
     bad.x_f32[123 * 8 + 5] = NAN;
     dwf_err err;
     for (int hidden = 0; hidden < 2; hidden++) {

@@ -18,17 +18,6 @@
 #include "dwf_train.h"
 #include "dwf_workers.h"
 
-#define CHECK(c)                                                            \
-    do {                                                                    \
-        if (!(c))                                                           \
-            ck_abort_msg("Assertion '%s' failed", #c);                      \
-    } while (0)
-#define CHECK_MSG(c, ...)                                                   \
-    do {                                                                    \
-        if (!(c))                                                           \
-            ck_abort_msg(__VA_ARGS__);                                      \
-    } while (0)
-
 /* ---- the team --------------------------------------------------------- */
 
 typedef struct count_job {
@@ -185,32 +174,6 @@ END_TEST
 
 /* ---- data-parallel training ------------------------------------------- */
 
-/* k Gaussian blobs in dim dimensions, float features; the centers come
- * from a fixed seed, the samples from `seed`. */
-static void make_blobs(dwf_dataset *d, int n, int dim, int k, uint64_t seed)
-{
-    dwf_rng r;
-    memset(d, 0, sizeof *d);
-    d->n = n;
-    d->c = d->dim = dim;
-    d->h = d->w = 1;
-    d->n_classes = k;
-    d->x_f32 = malloc((size_t)n * dim * sizeof(float));
-    d->y = malloc((size_t)n * sizeof(int32_t));
-    float *centers = malloc((size_t)k * dim * sizeof(float));
-    ck_assert(d->x_f32 && d->y && centers);
-    dwf_rng_seed(&r, 1);
-    for (int i = 0; i < k * dim; i++)
-        centers[i] = (float)(1.5 * dwf_rng_normal(&r));
-    dwf_rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) {
-        int c = (int)dwf_rng_below(&r, (uint64_t)k);
-        d->y[i] = c;
-        for (int j = 0; j < dim; j++)
-            d->x_f32[(size_t)i * dim + j] = centers[c * dim + j] + (float)dwf_rng_normal(&r);
-    }
-    free(centers);
-}
 
 static void mlp(dwf_arch *a, int depth)
 {
@@ -264,8 +227,8 @@ START_TEST(test_train_threads)
 {
     dwf_dataset train, test;
     /* 203 samples at batch 16: the last batch has 11 */
-    make_blobs(&train, 203, 16, 4, 5);
-    make_blobs(&test, 100, 16, 4, 6);
+    tu_make_blobs(&train, 203, 16, 4, 1.5, 1, 5);
+    tu_make_blobs(&test, 100, 16, 4, 1.5, 1, 6);
     for (int depth = 1; depth <= 3; depth += 2) {
         dwf_arch a;
         mlp(&a, depth);
@@ -314,7 +277,7 @@ static void cancel_after(int epoch, int batch, int n_batches, void *ud)
 START_TEST(test_resume_threads)
 {
     dwf_dataset train;
-    make_blobs(&train, 203, 16, 4, 7);
+    tu_make_blobs(&train, 203, 16, 4, 1.5, 1, 7);
     dwf_arch a;
     mlp(&a, 2);
     dwf_train_opts o = small_opts(2, 3);
@@ -348,7 +311,7 @@ END_TEST
 START_TEST(test_tiny_last_batch)
 {
     dwf_dataset train;
-    make_blobs(&train, 33, 16, 4, 9);
+    tu_make_blobs(&train, 33, 16, 4, 1.5, 1, 9);
     dwf_arch a;
     mlp(&a, 2);
     dwf_train_opts o1 = small_opts(1, 2);
