@@ -4,7 +4,7 @@
 # reports what is missing.
 set -eu
 build="gcc make pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev \
-libsqlite3-dev check zlib1g-dev dataset-fashion-mnist"
+libsqlite3-dev check zlib1g-dev dataset-fashion-mnist curl"
 tests="python3-numpy python3-scipy python3-torch libcurl4-openssl-dev curl \
 chromium nodejs wrk"
 want="$build"
