@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "dwf_job.h"
@@ -35,6 +36,7 @@ struct dwf_pool {
     char **roots;
     int n_roots;
     int checkpoint_every;
+    int core_share;               /* cores / workers: a job's thread budget */
     double progress_interval;
     dwf_log_fn log;
     void *log_ud;
@@ -355,6 +357,10 @@ static void run_claim(dwf_pool *p, int worker, dwf_store_claim *claim)
         goto out;
     }
     have_spec = 1;
+    /* a job trains with at most its share of the cores, so that the
+     * workers together never run more training threads than cores */
+    if (spec.opts.threads > p->core_share)
+        spec.opts.threads = p->core_share;
     ctx->spec = &spec;
     ctx->checkpoint_every =
         p->checkpoint_every >= 0 ? p->checkpoint_every : spec.checkpoint_every;
@@ -458,6 +464,10 @@ int dwf_pool_create(const dwf_pool_config *cfg, dwf_store *store,
     p->ex = ex;
     p->n_workers = cfg->workers;
     p->checkpoint_every = cfg->checkpoint_every;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    p->core_share = (int)(cores / (p->n_workers > 0 ? p->n_workers : 1));
+    if (p->core_share < 1)
+        p->core_share = 1;
     p->progress_interval = cfg->progress_interval > 0 ? cfg->progress_interval : 0.25;
     p->log = cfg->log;
     p->log_ud = cfg->log_ud;
