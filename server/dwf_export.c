@@ -652,38 +652,26 @@ done:
 
 /* ---- json ------------------------------------------------------------------ */
 
-static json_t *jfloats(const float *v, int64_t n)
+/* A JSON array of n elements, element i made by elem(v, i). */
+static json_t *jarray(const void *v, int64_t n,
+                      json_t *(*elem)(const void *, int64_t))
 {
     json_t *a = json_array();
     for (int64_t i = 0; a && i < n; i++)
-        if (json_array_append_new(a, jreal(v[i]))) {
+        if (json_array_append_new(a, elem(v, i))) {
             json_decref(a);
             return NULL;
         }
     return a;
 }
 
-static json_t *jints32(const int32_t *v, int64_t n)
-{
-    json_t *a = json_array();
-    for (int64_t i = 0; a && i < n; i++)
-        if (json_array_append_new(a, json_integer(v[i]))) {
-            json_decref(a);
-            return NULL;
-        }
-    return a;
-}
+static json_t *elem_f32(const void *v, int64_t i) { return jreal(((const float *)v)[i]); }
+static json_t *elem_i32(const void *v, int64_t i) { return json_integer(((const int32_t *)v)[i]); }
+static json_t *elem_i64(const void *v, int64_t i) { return json_integer(((const int64_t *)v)[i]); }
 
-static json_t *jints64(const int64_t *v, int64_t n)
-{
-    json_t *a = json_array();
-    for (int64_t i = 0; a && i < n; i++)
-        if (json_array_append_new(a, json_integer(v[i]))) {
-            json_decref(a);
-            return NULL;
-        }
-    return a;
-}
+static json_t *jfloats(const float *v, int64_t n) { return jarray(v, n, elem_f32); }
+static json_t *jints32(const int32_t *v, int64_t n) { return jarray(v, n, elem_i32); }
+static json_t *jints64(const int64_t *v, int64_t n) { return jarray(v, n, elem_i64); }
 
 int dwf_export_json(const dwf_smodel *s, uint8_t **buf, size_t *len,
                     dwf_err *err)

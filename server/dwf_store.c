@@ -1437,6 +1437,22 @@ int dwf_store_checkpoint_put(dwf_store *s, int64_t id, int epoch,
     return wend(s, rc, err);
 }
 
+/* Copies blob column col of the current row into a new malloc'd buffer
+ * (at least one byte, so that an empty blob is still non-NULL). */
+static int column_blob(sqlite3_stmt *st, int col, uint8_t **blob, size_t *len,
+                       dwf_err *err)
+{
+    const void *p = sqlite3_column_blob(st, col);
+    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    *len = n;
+    *blob = malloc(n ? n : 1);
+    if (!*blob)
+        return dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+    if (n)
+        memcpy(*blob, p, n);
+    return 0;
+}
+
 int dwf_store_checkpoint_get(dwf_store *s, int64_t id,
                              dwf_store_checkpoint *out, dwf_err *err)
 {
@@ -1454,15 +1470,8 @@ int dwf_store_checkpoint_get(dwf_store *s, int64_t id,
         if (r == SQLITE_ROW) {
             out->epoch = sqlite3_column_int(st, 0);
             out->step = sqlite3_column_int64(st, 1);
-            const void *p = sqlite3_column_blob(st, 2);
-            int n = sqlite3_column_bytes(st, 2);
             out->created_at = sqlite3_column_double(st, 3);
-            out->len = (size_t)n;
-            out->blob = malloc(n > 0 ? (size_t)n : 1);
-            if (!out->blob)
-                rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
-            else if (n > 0)
-                memcpy(out->blob, p, (size_t)n);
+            rc = column_blob(st, 2, &out->blob, &out->len, err);
         } else if (r == SQLITE_DONE) {
             rc = dwf_errorf(err, DWF_STORE_NOTFOUND, "job %lld has no checkpoint",
                             (long long)id);
@@ -1592,16 +1601,8 @@ int dwf_store_model_get(dwf_store *s, int64_t id, int with_blob,
             snprintf(out->etag, sizeof out->etag, "%s", e ? e : "");
             out->created_at = sqlite3_column_double(st, 4);
             out->len = (size_t)sqlite3_column_int64(st, 5);
-            if (with_blob) {
-                const void *p = sqlite3_column_blob(st, 6);
-                size_t n = (size_t)sqlite3_column_bytes(st, 6);
-                out->len = n;
-                out->blob = malloc(n ? n : 1);
-                if (!out->blob)
-                    rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
-                else if (n)
-                    memcpy(out->blob, p, n);
-            }
+            if (with_blob)
+                rc = column_blob(st, 6, &out->blob, &out->len, err);
         } else if (r == SQLITE_DONE) {
             rc = dwf_errorf(err, DWF_STORE_NOTFOUND, "job %lld has no model", (long long)id);
         } else {
