@@ -2,11 +2,22 @@
  * bench_sparse - sparse inference speed: LeNet-300-100 (784-300-100-10)
  * at compression ratios 10, 50 and 100 (a random sparsity pattern: random
  * normal weights thresholded at the magnitude that keeps 1/CR of them),
- * CSR kernels against dense cblas_sgemm / sgemv, at batch 1 and 128; then
- * the crossover density of one 300x784 layer, where CSR stops being faster
- * than dense. One BLAS thread. Prints a table and one JSON line.
+ * the sparse kernels (crossover > 1: CSR / sliced ELL everywhere) against
+ * the dense cblas_sgemm / sgemv path of the same code (crossover 0), at
+ * batch 1 and 128; then the crossover density of one 784->300 layer, where
+ * the sparse kernels stop being faster than dense. One BLAS thread.
  *
- *   bench_sparse [SECONDS_PER_POINT]   (default 0.2)
+ * Inputs are real Fashion-MNIST test images ($DWF_FMNIST_DIR, default
+ * /usr/share/datasets/fashion-mnist), scaled as training does by default
+ * (x / 255); batch-1 calls cycle through 256 different images, batch-128
+ * calls through two batches. Without the files the inputs are uniform
+ * random (printed, and "input" in the JSON says so).
+ *
+ * Each figure is the median of 7 rounds; in every round the sparse and the
+ * dense model run back to back, each for about SECONDS_PER_POINT / 14.
+ * Prints a table and one JSON line.
+ *
+ *   bench_sparse [SECONDS_PER_POINT]   (default 0.3)
  */
 #include <cblas.h>
 #include <math.h>
@@ -15,9 +26,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "dwf_data.h"
 #include "dwf_model.h"
 #include "dwf_rng.h"
 #include "dwf_sparse.h"
+
+#define N_IMG 256
+#define BIG_B 128
+#define ROUNDS 7
 
 static double now(void)
 {
@@ -32,46 +48,90 @@ static int cmp_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static double g_budget = 0.2;
-
-/* Microseconds per sample of dwf_smodel_forward at batch b: the best of
- * five runs of about g_budget / 5 seconds each. */
-static double time_forward(const dwf_smodel *s, int b, const float *x,
-                           float *z)
+static int cmp_double(const void *a, const void *b)
 {
-    dwf_sws *ws = NULL;
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double g_budget = 0.3;
+static const float *g_x; /* N_IMG normalized inputs */
+static int g_dim;
+static float *g_z;
+
+/* One model at one batch size: its workspace and the next input. */
+typedef struct {
+    const dwf_smodel *s;
+    dwf_sws *ws;
+    int b, pos;
+} runner;
+
+static void runner_init(runner *r, const dwf_smodel *s, int b)
+{
     dwf_err e;
-    if (dwf_sws_create(s, b, &ws, &e)) {
+    r->s = s;
+    r->b = b;
+    r->pos = 0;
+    if (dwf_sws_create(s, b, &r->ws, &e)) {
         fprintf(stderr, "bench_sparse: %s\n", e.msg);
         exit(1);
     }
-    dwf_smodel_forward(s, ws, x, b, z, &e); /* warm up */
-    int reps = 1;
-    for (;;) {
-        double t0 = now();
-        for (int r = 0; r < reps; r++)
-            dwf_smodel_forward(s, ws, x, b, z, &e);
-        if (now() - t0 > g_budget / 20)
-            break;
-        reps *= 2;
-    }
-    double best = INFINITY;
-    for (int k = 0; k < 5; k++) {
-        double t0 = now();
-        for (int r = 0; r < reps; r++)
-            dwf_smodel_forward(s, ws, x, b, z, &e);
-        double t = (now() - t0) / reps;
-        if (t < best)
-            best = t;
-    }
-    dwf_sws_free(ws);
-    return best * 1e6 / b;
 }
 
-/* A model of arch whose weights are N(0, 1) thresholded to keep a share
- * 1 / cr of them (one global magnitude threshold). */
-static int make_sparse(const dwf_arch *a, double cr, uint64_t seed,
-                       dwf_smodel *out)
+/* reps forward calls, each on the next b images; seconds per sample. */
+static double run(runner *r, long reps)
+{
+    dwf_err e;
+    double t0 = now();
+    for (long k = 0; k < reps; k++) {
+        if (dwf_smodel_forward(r->s, r->ws, g_x + (size_t)r->pos * g_dim, r->b,
+                               g_z, &e)) {
+            fprintf(stderr, "bench_sparse: %s\n", e.msg);
+            exit(1);
+        }
+        r->pos = (r->pos + r->b) % N_IMG;
+    }
+    return (now() - t0) / ((double)reps * r->b);
+}
+
+/* Calls that take about g_budget / (2 ROUNDS) seconds. */
+static long calibrate(runner *r)
+{
+    long reps = 1;
+    run(r, 1); /* warm up */
+    while (run(r, reps) * (double)reps * r->b < g_budget / (2 * ROUNDS) &&
+           reps < (1L << 30))
+        reps *= 2;
+    return reps;
+}
+
+/* Median microseconds per sample of the sparse (t[0]) and the dense (t[1])
+ * model at batch b, measured in interleaved rounds. */
+static void time_pair(const dwf_smodel *sp, const dwf_smodel *de, int b,
+                      double t[2])
+{
+    runner r[2];
+    runner_init(&r[0], sp, b);
+    runner_init(&r[1], de, b);
+    long reps[2] = {calibrate(&r[0]), calibrate(&r[1])};
+    double m[2][ROUNDS];
+    for (int k = 0; k < ROUNDS; k++)
+        for (int v = 0; v < 2; v++) {
+            int u = k % 2 ? 1 - v : v; /* alternate which runs first */
+            m[u][k] = run(&r[u], reps[u]);
+        }
+    for (int v = 0; v < 2; v++) {
+        qsort(m[v], ROUNDS, sizeof(double), cmp_double);
+        t[v] = m[v][ROUNDS / 2] * 1e6;
+        dwf_sws_free(r[v].ws);
+    }
+}
+
+/* Models of arch whose weights are N(0, 0.05^2) thresholded to keep a share
+ * 1 / cr of them (one global magnitude threshold): *sp with the sparse
+ * kernels everywhere, *de with the dense ones. */
+static int make_pair(const dwf_arch *a, double cr, uint64_t seed,
+                     dwf_smodel *sp, dwf_smodel *de)
 {
     dwf_model *m = NULL;
     dwf_err e;
@@ -99,11 +159,46 @@ static int make_sparse(const dwf_arch *a, double cr, uint64_t seed,
     int64_t keep = (int64_t)llround((double)n / cr);
     float eps = keep >= n ? 0.0f : mag[n - keep];
     free(mag);
-    int rc = dwf_smodel_from_model(m, NULL, eps, NULL, NULL, 0, out, &e);
+    int rc = dwf_smodel_from_model(m, NULL, eps, NULL, NULL, 0, sp, &e);
+    if (!rc && (rc = dwf_smodel_from_model(m, NULL, eps, NULL, NULL, 0, de, &e)))
+        dwf_smodel_free(sp);
+    if (!rc && ((rc = dwf_smodel_set_crossover(sp, 2.0, &e)) ||
+                (rc = dwf_smodel_set_crossover(de, 0.0, &e)))) {
+        dwf_smodel_free(sp);
+        dwf_smodel_free(de);
+    }
     if (rc)
         fprintf(stderr, "bench_sparse: %s\n", e.msg);
     dwf_model_free(m);
     return rc;
+}
+
+/* N_IMG Fashion-MNIST test images scaled as training does (x / 255), or
+ * uniform random numbers when the files are missing; returns the source. */
+static const char *load_inputs(float *x, int dim)
+{
+    const char *dir = getenv("DWF_FMNIST_DIR");
+    if (!dir || !*dir)
+        dir = "/usr/share/datasets/fashion-mnist";
+    char ip[1024], lp[1024];
+    snprintf(ip, sizeof ip, "%s/t10k-images-idx3-ubyte.gz", dir);
+    snprintf(lp, sizeof lp, "%s/t10k-labels-idx1-ubyte.gz", dir);
+    dwf_dataset d;
+    dwf_err e;
+    if (dwf_idx_load(ip, lp, 10, &d, &e) == 0 && d.dim == dim && d.n >= N_IMG) {
+        dwf_norm norm;
+        dwf_norm_fit(&norm, DWF_NORM_SCALE, &d);
+        dwf_dataset_range(&d, &norm, 0, N_IMG, x, NULL);
+        dwf_dataset_free(&d);
+        return "fashion-mnist t10k";
+    }
+    fprintf(stderr, "bench_sparse: no Fashion-MNIST test set (%s): uniform "
+            "random inputs\n", ip);
+    dwf_rng r;
+    dwf_rng_seed(&r, 1);
+    for (int i = 0; i < N_IMG * dim; i++)
+        x[i] = (float)dwf_rng_uniform(&r);
+    return "uniform random";
 }
 
 int main(int argc, char **argv)
@@ -118,33 +213,34 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_sparse: %s\n", e.msg);
         return 1;
     }
-    const int B = 128, dim = 784;
-    float *x = malloc((size_t)B * dim * sizeof *x), *z = malloc((size_t)B * 300 * sizeof *z); /* up to 300 outputs */
-    dwf_rng r;
-    dwf_rng_seed(&r, 1);
-    for (int i = 0; i < B * dim; i++)
-        x[i] = (float)dwf_rng_uniform(&r);
+    g_dim = 784;
+    float *x = malloc((size_t)N_IMG * g_dim * sizeof *x);
+    g_z = malloc((size_t)BIG_B * 300 * sizeof *g_z); /* up to 300 outputs */
+    const char *src = load_inputs(x, g_dim);
+    g_x = x;
+    int zeros = 0;
+    for (int i = 0; i < N_IMG * g_dim; i++)
+        zeros += x[i] == 0.0f;
 
-    printf("LeNet-300-100 forward, microseconds per sample (1 BLAS thread)\n");
+    printf("LeNet-300-100 forward, microseconds per sample (1 BLAS thread); "
+           "input: %s, %.0f%% zeros\n", src, 100.0 * zeros / (N_IMG * g_dim));
     printf("%6s %9s | %10s %10s %7s | %10s %10s %7s\n", "CR", "nnz",
            "b1 sparse", "b1 dense", "speedup", "b128 sparse", "b128 dense",
            "speedup");
     const double crs[] = {10, 50, 100};
-    char json[2048];
-    int jn = snprintf(json, sizeof json, "{\"lenet300\": [");
+    char json[4096];
+    int jn = snprintf(json, sizeof json, "{\"input\": \"%s\", \"lenet300\": [",
+                      src);
     for (int c = 0; c < 3; c++) {
-        dwf_smodel s;
-        if (make_sparse(&a, crs[c], 7 + (uint64_t)c, &s))
+        dwf_smodel sp, de;
+        if (make_pair(&a, crs[c], 7 + (uint64_t)c, &sp, &de))
             return 1;
         int64_t w, nz;
-        dwf_smodel_counts(&s, &w, &nz, NULL, NULL);
+        dwf_smodel_counts(&sp, &w, &nz, NULL, NULL);
         double t[2][2];
-        for (int d = 0; d < 2; d++) {
-            dwf_smodel_set_crossover(&s, d ? 0.0 : 2.0, &e);
-            t[0][d] = time_forward(&s, 1, x, z);
-            t[1][d] = time_forward(&s, B, x, z);
-        }
-        printf("%6.0f %9lld | %10.2f %10.2f %6.1fx | %11.3f %10.3f %6.1fx\n",
+        time_pair(&sp, &de, 1, t[0]);
+        time_pair(&sp, &de, BIG_B, t[1]);
+        printf("%6.0f %9lld | %10.3f %10.2f %6.1fx | %11.3f %10.3f %6.1fx\n",
                crs[c], (long long)nz, t[0][0], t[0][1], t[0][1] / t[0][0],
                t[1][0], t[1][1], t[1][1] / t[1][0]);
         jn += snprintf(json + jn, sizeof json - (size_t)jn,
@@ -153,30 +249,29 @@ int main(int argc, char **argv)
                        "\"b128_dense_us\": %.4f}",
                        c ? ", " : "", crs[c], (long long)nz, t[0][0], t[0][1],
                        t[1][0], t[1][1]);
-        dwf_smodel_free(&s);
+        dwf_smodel_free(&sp);
+        dwf_smodel_free(&de);
     }
 
     /* crossover: one dense layer 784 -> 300 at rising density */
-    printf("\nOne 784->300 layer: microseconds per sample, CSR vs dense\n");
-    printf("%8s | %9s %9s | %10s %10s\n", "density", "b1 csr", "b1 dense",
-           "b128 csr", "b128 dense");
+    printf("\nOne 784->300 layer: microseconds per sample, sparse vs dense\n");
+    printf("%8s | %9s %9s | %10s %10s\n", "density", "b1 sparse", "b1 dense",
+           "b128 sparse", "b128 dense");
     dwf_arch one;
     const int none[] = {0};
     dwf_arch_mlp(&one, 1, 28, 28, none, 0, 300, 1, &e);
-    const double dens[] = {0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0};
+    const double dens[] = {0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35,
+                           0.4, 0.5, 0.7, 1.0};
     const int nd = (int)(sizeof dens / sizeof *dens);
     double cross[2] = {NAN, NAN};
     jn += snprintf(json + jn, sizeof json - (size_t)jn, "], \"crossover\": [");
     for (int i = 0; i < nd; i++) {
-        dwf_smodel s;
-        if (make_sparse(&one, 1.0 / dens[i], 100 + (uint64_t)i, &s))
+        dwf_smodel sp, de;
+        if (make_pair(&one, 1.0 / dens[i], 100 + (uint64_t)i, &sp, &de))
             return 1;
         double t[2][2];
-        for (int d = 0; d < 2; d++) {
-            dwf_smodel_set_crossover(&s, d ? 0.0 : 2.0, &e);
-            t[0][d] = time_forward(&s, 1, x, z);
-            t[1][d] = time_forward(&s, B, x, z);
-        }
+        time_pair(&sp, &de, 1, t[0]);
+        time_pair(&sp, &de, BIG_B, t[1]);
         for (int b = 0; b < 2; b++)
             if (isnan(cross[b]) && t[b][0] > t[b][1])
                 cross[b] = dens[i];
@@ -185,12 +280,13 @@ int main(int argc, char **argv)
         jn += snprintf(json + jn, sizeof json - (size_t)jn,
                        "%s[%g, %.3f, %.3f, %.4f, %.4f]", i ? ", " : "", dens[i],
                        t[0][0], t[0][1], t[1][0], t[1][1]);
-        dwf_smodel_free(&s);
+        dwf_smodel_free(&sp);
+        dwf_smodel_free(&de);
     }
-    printf("CSR stops winning at density ~%g (batch 1), ~%g (batch 128); "
+    printf("sparse stops winning at density ~%g (batch 1), ~%g (batch 128); "
            "DWF_SPARSE_CROSSOVER is %g\n", cross[0], cross[1],
            DWF_SPARSE_CROSSOVER);
-    char c1[32] = "null", c2[32] = "null"; /* null: CSR won everywhere */
+    char c1[32] = "null", c2[32] = "null"; /* null: sparse won everywhere */
     if (!isnan(cross[0]))
         snprintf(c1, sizeof c1, "%g", cross[0]);
     if (!isnan(cross[1]))
@@ -199,6 +295,6 @@ int main(int argc, char **argv)
              "], \"crossover_b1\": %s, \"crossover_b128\": %s}", c1, c2);
     printf("%s\n", json);
     free(x);
-    free(z);
+    free(g_z);
     return 0;
 }

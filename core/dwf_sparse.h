@@ -3,8 +3,9 @@
  * form per layer, sparse inference, and the .dwfm model file.
  *
  * A dwf_smodel owns all its arrays (CSR parts, dense copies chosen for
- * dense-enough layers, biases, spec text, metrics); free it with
- * dwf_smodel_free(). Inference scratch lives in a dwf_sws made per thread.
+ * dense-enough layers, batch-1 copies of sparse ones, biases, spec text,
+ * metrics); free it with dwf_smodel_free(). Inference scratch lives in a
+ * dwf_sws made per thread.
  *
  * Weight layout follows PyTorch: a dense weight is out x in, a conv kernel
  * out_c x (in_c * k * k) in (c, kh, kw) order; CSR rows are output units.
@@ -42,8 +43,11 @@ typedef struct dwf_kv {
     double value;
 } dwf_kv;
 
-/* A layer is run with its CSR unless its density is above this share of
- * non-zeros, where the dense sgemm path is faster (measured in bench/). */
+/* A layer is run with its sparse kernels unless its density is above this
+ * share of non-zeros, where the dense sgemm / sgemv path is faster. On a
+ * 784 -> 300 layer (bench/bench_sparse.c, bench/README.md) the kernels
+ * cross at a density of about 0.2-0.25 at batch 1 and 0.35-0.4 at batch
+ * 128; 0.30 lies between the two. */
 #define DWF_SPARSE_CROSSOVER 0.30
 
 typedef struct dwf_smodel {
@@ -52,6 +56,9 @@ typedef struct dwf_smodel {
     float eps;                         /* threshold used */
     dwf_csr w[DWF_MAX_LAYERS];         /* weight layers only */
     float *dense[DWF_MAX_LAYERS];      /* dense copy when density > crossover */
+    struct dwf_sell *sell[DWF_MAX_LAYERS]; /* private batch-1 layout of sparse
+                                            * dense-kind layers (a sliced-ELL
+                                            * copy of w[i]), or NULL */
     float *bias[DWF_MAX_LAYERS];       /* thresholded biases (NULL if none) */
     char *spec;                        /* opaque spec text or NULL */
     int n_kv;
@@ -80,7 +87,8 @@ void dwf_smodel_counts(const dwf_smodel *s, int64_t *weights, int64_t *nonzero,
 
 /* Chooses per layer between CSR and dense kernels with crossover density
  * (use DWF_SPARSE_CROSSOVER; 0 forces dense everywhere, > 1 sparse
- * everywhere). Called by from_model and load with the default. */
+ * everywhere) and builds the in-memory copies the chosen kernels use.
+ * Called by from_model, rethreshold and load with the default. */
 int dwf_smodel_set_crossover(dwf_smodel *s, double crossover, dwf_err *err);
 
 typedef struct dwf_sws dwf_sws;
@@ -91,6 +99,12 @@ void dwf_sws_free(dwf_sws *ws);
 /* Logits (b x n_classes) of b normalized inputs x (b x input dim). */
 int dwf_smodel_forward(const dwf_smodel *s, dwf_sws *ws, const float *x,
                        int b, float *logits, dwf_err *err);
+
+/* The same with the batch-1 sparse kernel chosen by isa (0 portable C,
+ * 1 AVX2 and FMA, -1 the best the CPU has, which dwf_smodel_forward
+ * uses), for tests and benchmarks; DWF_EINVAL if the CPU lacks it. */
+int dwf_smodel_forward_isa(const dwf_smodel *s, dwf_sws *ws, const float *x,
+                           int b, int isa, float *logits, dwf_err *err);
 
 /* Argmax classes and softmax probabilities (probs may be NULL, else
  * b x n_classes) of raw inputs (normalized here with s->norm). */

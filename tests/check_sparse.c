@@ -3,8 +3,9 @@
  * products against naive dense ones (random shapes, empty rows, all-zero
  * and empty matrices), sparse inference against the dense model's forward
  * pass (MLP and a small CNN, exact weights and thresholded ones), CSR vs
- * dense kernels (crossover), prediction, evaluation, the .dwfm round trip
- * and every kind of corrupted file.
+ * dense kernels (crossover), the batch-1 kernels (portable and AVX2, chained
+ * sorted outputs, empty rows, inf / NaN inputs, int32 indices), prediction,
+ * evaluation, the .dwfm round trip and every kind of corrupted file.
  */
 #include "testutil.h"
 
@@ -719,6 +720,237 @@ START_TEST(test_corrupt)
 }
 END_TEST
 
+/* ---- batch-1 kernels ---------------------------------------------------- */
+
+/* Kernels to try at batch 1: the portable one, AVX2 where the CPU has it,
+ * and the default choice. Returns how many were written to isa[]. */
+static int batch1_isas(const dwf_smodel *s, int isa[3])
+{
+    dwf_sws *ws = NULL;
+    dwf_err e;
+    int n = 0, dim = in_dim(&s->arch);
+    float *x = alloc_f((size_t)dim), *z = alloc_f((size_t)s->arch.n_classes);
+    ck_assert_int_eq(dwf_sws_create(s, 1, &ws, &e), 0);
+    const int want[] = {0, 1, -1};
+    for (int k = 0; k < 3; k++)
+        if (dwf_smodel_forward_isa(s, ws, x, 1, want[k], z, &e) == 0)
+            isa[n++] = want[k];
+    ck_assert_int_eq(dwf_smodel_forward_isa(s, ws, x, 1, 5, z, &e), DWF_EINVAL);
+    dwf_sws_free(ws);
+    free(x);
+    free(z);
+    ck_assert_int_ge(n, 2); /* portable and default always exist */
+    return n;
+}
+
+/* dense 37 relu, dense 23 (no relu), dense 19, relu, dense 17 relu,
+ * dense 6: row counts off the 16-lane chunks, chains with and without a
+ * fused relu. */
+static void arch_deep(dwf_arch *a)
+{
+    dwf_err e;
+    dwf_arch_init(a, 1, 8, 8, 6, 1);
+    const dwf_layer_spec ls[] = {
+        {.kind = DWF_LAYER_FLATTEN},
+        {.kind = DWF_LAYER_DENSE, .units = 37},
+        {.kind = DWF_LAYER_RELU},
+        {.kind = DWF_LAYER_DENSE, .units = 23},
+        {.kind = DWF_LAYER_DENSE, .units = 19},
+        {.kind = DWF_LAYER_RELU},
+        {.kind = DWF_LAYER_DENSE, .units = 17},
+        {.kind = DWF_LAYER_RELU},
+        {.kind = DWF_LAYER_DENSE, .units = 6},
+    };
+    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++)
+        ck_assert_int_eq(dwf_arch_add(a, &ls[i], &e), 0);
+    ck_assert_msg(dwf_arch_resolve(a, &e) == 0, "%s", e.msg);
+}
+
+/* Every batch-1 kernel against the dense forward pass of the thresholded
+ * model, for crossovers that make the layers sparse, dense or mixed (the
+ * third weight layer is kept whole, so that crossover 0.9 puts a dense
+ * layer between sparse ones); with AVX2, batch 1 and batch 9 give the
+ * same bits for a sparse model (an MLP, and a CNN). */
+START_TEST(test_batch1_kernels)
+{
+    dwf_arch a;
+    arch_deep(&a);
+    dwf_model *m = make_model(&a, 9, 600);
+    /* empty rows in the first layer (64 inputs), a dense third one */
+    int nw = 0;
+    for (int i = 0; i < a.n_layers; i++) {
+        if (m->weight_idx[i] < 0)
+            continue;
+        dwf_param *p = &m->params[m->weight_idx[i]];
+        if (nw == 0)
+            for (int r = 0; r < 37; r += 5)
+                memset(p->w + (size_t)r * 64, 0, 64 * sizeof(float));
+        if (nw == 2)
+            for (int64_t k = 0; k < p->n; k++)
+                p->w[k] = p->w[k] * 1000.0f + (p->w[k] >= 0 ? 1.0f : -1.0f);
+        nw++;
+    }
+    float eps = median_abs(m);
+    dwf_smodel s;
+    dwf_err e;
+    ck_assert_int_eq(dwf_smodel_from_model(m, NULL, eps, NULL, NULL, 0, &s, &e), 0);
+    threshold_model(m, eps);
+    int isa[3];
+    int ni = batch1_isas(&s, isa);
+    const int B = 9, dim = in_dim(&a), nc = a.n_classes;
+    dwf_rng r;
+    dwf_rng_seed(&r, 601);
+    float *x = alloc_f((size_t)B * dim), *z = alloc_f((size_t)B * nc);
+    float *zb = alloc_f((size_t)B * nc);
+    for (int i = 0; i < B * dim; i++)
+        x[i] = dwf_rng_uniform(&r) < 0.4 ? 0.0f : (float)dwf_rng_normal(&r);
+    float *ref = alloc_f((size_t)B * nc);
+    memcpy(ref, dwf_model_forward(m, x, B), (size_t)B * nc * sizeof(float));
+    dwf_sws *ws = NULL;
+    ck_assert_int_eq(dwf_sws_create(&s, B, &ws, &e), 0);
+    const double cross[] = {2.0, 0.9, DWF_SPARSE_CROSSOVER, 0.0};
+    for (int c = 0; c < 4; c++) {
+        ck_assert_int_eq(dwf_smodel_set_crossover(&s, cross[c], &e), 0);
+        for (int i = 0; i < a.n_layers; i++)
+            if (a.layers[i].kind == DWF_LAYER_DENSE)
+                ck_assert((s.sell[i] != NULL) == (s.dense[i] == NULL));
+        for (int k = 0; k < ni; k++) {
+            for (int n = 0; n < B; n++)
+                ck_assert_int_eq(dwf_smodel_forward_isa(&s, ws, x + (size_t)n * dim,
+                                                        1, isa[k], z + (size_t)n * nc,
+                                                        &e), 0);
+            for (int i = 0; i < B * nc; i++)
+                CHECK_MSG(fabs((double)z[i] - ref[i]) <= 1e-5 * (1.0 + fabs(ref[i])),
+                          "crossover %g kernel %d: logit %d is %g, want %g",
+                          cross[c], isa[k], i, (double)z[i], (double)ref[i]);
+            if (isa[k] == 1 && cross[c] > 1.0) {
+                ck_assert_int_eq(dwf_smodel_forward(&s, ws, x, B, zb, &e), 0);
+                CHECK_MSG(memcmp(z, zb, (size_t)B * nc * sizeof(float)) == 0,
+                          "AVX2: batch 1 and batch %d differ", B);
+            }
+        }
+    }
+    dwf_sws_free(ws);
+    free(x);
+    free(z);
+    free(zb);
+    free(ref);
+    dwf_smodel_free(&s);
+    dwf_model_free(m);
+
+    /* the same batch invariance through conv and pool layers */
+    arch_cnn(&a);
+    m = make_model(&a, 4, 602);
+    ck_assert_int_eq(dwf_smodel_from_model(m, NULL, median_abs(m), NULL, NULL, 0,
+                                           &s, &e), 0);
+    ck_assert_int_eq(dwf_smodel_set_crossover(&s, 2.0, &e), 0);
+    ni = batch1_isas(&s, isa);
+    int dc = in_dim(&a), ncc = a.n_classes;
+    x = alloc_f((size_t)4 * dc);
+    z = alloc_f((size_t)4 * ncc);
+    zb = alloc_f((size_t)4 * ncc);
+    for (int i = 0; i < 4 * dc; i++)
+        x[i] = (float)dwf_rng_normal(&r);
+    ck_assert_int_eq(dwf_sws_create(&s, 4, &ws, &e), 0);
+    ck_assert_int_eq(dwf_smodel_forward(&s, ws, x, 4, zb, &e), 0);
+    for (int k = 0; k < ni; k++) {
+        if (isa[k] != 1)
+            continue;
+        for (int n = 0; n < 4; n++)
+            ck_assert_int_eq(dwf_smodel_forward_isa(&s, ws, x + (size_t)n * dc, 1,
+                                                    1, z + (size_t)n * ncc, &e), 0);
+        CHECK_MSG(memcmp(z, zb, (size_t)4 * ncc * sizeof(float)) == 0,
+                  "AVX2 CNN: batch 1 and batch 4 differ");
+    }
+    dwf_sws_free(ws);
+    free(x);
+    free(z);
+    free(zb);
+    dwf_smodel_free(&s);
+    dwf_model_free(m);
+}
+END_TEST
+
+/* One sparse layer with inf / NaN inputs: only the rows with a weight on
+ * such an input may turn non-finite (padded lanes must not read it; the
+ * padding points at column 0). Also a layer with more than 65536 inputs
+ * (int32 column indices) against a double-precision product. */
+START_TEST(test_batch1_edges)
+{
+    dwf_err e;
+    const int none[] = {0};
+    dwf_arch a;
+    ck_assert_int_eq(dwf_arch_mlp(&a, 1, 1, 40, none, 0, 35, 1, &e), 0);
+    dwf_model *m = make_model(&a, 1, 700);
+    dwf_param *w = &m->params[m->weight_idx[a.n_layers - 1]];
+    ck_assert_int_eq(w->n, 35 * 40);
+    for (int rr = 0; rr < 35; rr++) /* sparse rows, some empty */
+        for (int j = 0; j < 40; j++)
+            if ((rr * 7 + j * 3) % 5 != 0 || rr % 6 == 0)
+                w->w[rr * 40 + j] = 0.0f;
+    dwf_smodel s;
+    ck_assert_int_eq(dwf_smodel_from_model(m, NULL, 1e-30f, NULL, NULL, 0, &s, &e), 0);
+    int isa[3];
+    int ni = batch1_isas(&s, isa);
+    dwf_sws *ws = NULL;
+    ck_assert_int_eq(dwf_sws_create(&s, 1, &ws, &e), 0);
+    float x[40], z[35];
+    const float bad[] = {INFINITY, -INFINITY, NAN};
+    const int cols[] = {0, 1, 39};
+    for (int k = 0; k < ni; k++)
+        for (int b = 0; b < 3; b++)
+            for (int ci = 0; ci < 3; ci++) {
+                for (int j = 0; j < 40; j++)
+                    x[j] = 0.25f * (float)(j % 7) - 0.5f;
+                x[cols[ci]] = bad[b];
+                ck_assert_int_eq(dwf_smodel_forward_isa(&s, ws, x, 1, isa[k], z, &e), 0);
+                for (int rr = 0; rr < 35; rr++) {
+                    int uses = w->w[rr * 40 + cols[ci]] != 0.0f;
+                    CHECK_MSG((!isfinite(z[rr])) == uses,
+                              "kernel %d, %g at column %d: row %d is %g", isa[k],
+                              (double)bad[b], cols[ci], rr, (double)z[rr]);
+                }
+            }
+    dwf_sws_free(ws);
+    dwf_smodel_free(&s);
+    dwf_model_free(m);
+
+    /* int32 indices: 70000 inputs, 20 outputs, about 1% kept */
+    ck_assert_int_eq(dwf_arch_mlp(&a, 1, 1, 70000, none, 0, 20, 1, &e), 0);
+    m = make_model(&a, 1, 701);
+    w = &m->params[m->weight_idx[a.n_layers - 1]];
+    dwf_rng r;
+    dwf_rng_seed(&r, 702);
+    for (int64_t k = 0; k < w->n; k++)
+        if (dwf_rng_uniform(&r) > 0.01)
+            w->w[k] = 0.0f;
+    ck_assert_int_eq(dwf_smodel_from_model(m, NULL, 1e-30f, NULL, NULL, 0, &s, &e), 0);
+    ni = batch1_isas(&s, isa);
+    float *xw = alloc_f(70000), zw[20];
+    for (int j = 0; j < 70000; j++)
+        xw[j] = (float)dwf_rng_normal(&r);
+    ck_assert_int_eq(dwf_sws_create(&s, 1, &ws, &e), 0);
+    const float *bias = s.bias[a.n_layers - 1];
+    for (int k = 0; k < ni; k++) {
+        ck_assert_int_eq(dwf_smodel_forward_isa(&s, ws, xw, 1, isa[k], zw, &e), 0);
+        for (int rr = 0; rr < 20; rr++) {
+            double ref = bias ? bias[rr] : 0.0, mag = fabs(ref);
+            for (int j = 0; j < 70000; j++) {
+                ref += (double)w->w[(size_t)rr * 70000 + j] * xw[j];
+                mag += fabs((double)w->w[(size_t)rr * 70000 + j] * xw[j]);
+            }
+            CHECK_MSG(fabs(zw[rr] - ref) <= 1e-5 * (1.0 + mag),
+                      "wide kernel %d: row %d is %g, want %g", isa[k], rr,
+                      (double)zw[rr], ref);
+        }
+    }
+    free(xw);
+    dwf_sws_free(ws);
+    dwf_smodel_free(&s);
+    dwf_model_free(m);
+}
+END_TEST
+
 START_TEST(test_args)
 {
     dwf_csr c;
@@ -766,6 +998,8 @@ int main(void)
     tcase_add_test(tc, test_evaluate);
     tcase_add_test(tc, test_roundtrip);
     tcase_add_test(tc, test_corrupt);
+    tcase_add_test(tc, test_batch1_kernels);
+    tcase_add_test(tc, test_batch1_edges);
     tcase_add_test(tc, test_args);
     suite_add_tcase(s, tc);
     return tu_run(s);
