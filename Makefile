@@ -23,7 +23,8 @@ WEB_FILES  := $(sort $(shell find web -type f 2>/dev/null))
 TEST_SRC   := $(sort $(wildcard tests/check_*.c))
 
 CORE_OBJ   := $(CORE_SRC:%.c=$(B)/%.o)
-SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/%.o) $(B)/web_assets.o $(B)/store_sql.o $(B)/schema_text.o
+SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/%.o) $(B)/web_assets.o $(B)/store_sql.o $(B)/schema_text.o \
+              $(B)/openapi_text.o
 STORE_SQL  := $(sort $(wildcard schema/[0-9]*.sql))
 TESTS      := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 
@@ -78,6 +79,14 @@ $(B)/schema_text.c: scripts/embed_text.sh schema/job.schema.json
 	bash scripts/embed_text.sh dwf_schema_json schema/job.schema.json > $@.tmp && mv $@.tmp $@
 
 $(B)/schema_text.o: $(B)/schema_text.c
+	$(CC) $(ALL_CFLAGS) -Wno-overlength-strings -c $< -o $@
+
+# The OpenAPI document as the string dwf_openapi_doc (GET /v1/openapi.json).
+$(B)/openapi_text.c: scripts/embed_text.sh schema/openapi.json
+	@mkdir -p $(B)
+	bash scripts/embed_text.sh dwf_openapi_doc schema/openapi.json > $@.tmp && mv $@.tmp $@
+
+$(B)/openapi_text.o: $(B)/openapi_text.c
 	$(CC) $(ALL_CFLAGS) -Wno-overlength-strings -c $< -o $@
 
 $(B)/libdwfsrv.a: $(SERVER_OBJ)

@@ -2,6 +2,8 @@
  * dwf - the command line front end of libdwf.
  *
  *   dwf train SPEC.json [-o MODEL.dwfm] [--threads N] [--quiet]
+ *       (a spec with "search" runs the target-CR search: one run per lambda
+ *        tried, the best run's model is written)
  *   dwf eval MODEL [--spec SPEC.json] [--test-subset N]
  *   dwf predict MODEL [--spec SPEC.json] [--test-subset N] [--probs]
  *   dwf export MODEL --format F [-o FILE]
@@ -23,7 +25,9 @@
 #include "dwf_export.h"
 #include "dwf_job.h"
 #include "dwf_sparse.h"
+#include "dwf_search.h"
 #include "dwf_spec.h"
+#include "dwf_sweep.h"
 
 static atomic_int g_cancel;
 
@@ -197,6 +201,109 @@ static void print_curve(const dwf_job_result *r)
                r->test_acc, r->select_within ? "" : " (no threshold within max_drop)");
 }
 
+/* The target-CR search of spec (parsed from path): trains one run per
+ * lambda dwf_search_next() picks, like dwfd's search sweeps, and writes
+ * the best run's model to out. */
+static int cmd_search(const char *path, dwf_spec *spec, const char *out,
+                      int threads, int quiet)
+{
+    const dwf_search_opts *o = &spec->search.opts;
+    json_error_t je;
+    json_t *user = json_load_file(path, 0, &je);
+    if (!user)
+        return die("%s: %s", path, je.text);
+    dwf_search_run *runs = calloc((size_t)o->budget + 1, sizeof *runs);
+    dwf_smodel *models = calloc((size_t)o->budget + 1, sizeof *models);
+    if (!runs || !models) {
+        json_decref(user);
+        free(runs);
+        free(models);
+        return die("out of memory");
+    }
+    printf("dwf: searching lambda in [%g, %g] for CR %g (within %g%%), at most %d "
+           "runs\n", o->lambda_min, o->lambda_max, o->target_cr, 100 * o->tolerance,
+           o->budget);
+    int n = 0, rc = 0;
+    dwf_search_step st;
+    dwf_err err = {0};
+    while (!(rc = dwf_search_next(o, runs, n, &st, &err)) && st.status == DWF_SEARCH_NEXT) {
+        json_t *cj = dwf_sweep_search_child(user, st.next_lambda);
+        char *text = cj ? json_dumps(cj, JSON_COMPACT) : NULL;
+        json_decref(cj);
+        if (!text) {
+            rc = dwf_errorf(&err, DWF_ENOMEM, "out of memory");
+            break;
+        }
+        dwf_spec child;
+        char field[DWF_FIELD_LEN] = "";
+        rc = dwf_spec_parse(text, strlen(text), NULL, 0, &child, field, &err);
+        free(text);
+        if (rc)
+            break;
+        if (threads > 0)
+            child.opts.threads = threads;
+        train_ui ui = {isatty(STDOUT_FILENO), 1, now(), 0.0, child.opts.epochs};
+        (void)quiet;
+        dwf_job_hooks hooks = {.ud = &ui, .on_epoch = ui_epoch, .cancel = &g_cancel};
+        dwf_job_result res;
+        hooks.result = &res;
+        dwf_metrics final;
+        dwf_search_run *r = &runs[n];
+        r->lambda = st.next_lambda;
+        rc = dwf_job_run(&child, &hooks, &models[n], &final, &err);
+        dwf_spec_free(&child);
+        if (rc == DWF_ECANCELED)
+            break;
+        if (rc) {
+            printf("run %d: lambda %.4g failed: %s\n", n + 1, r->lambda, err.msg);
+            r->state = DWF_SEARCH_RUN_FAILED;
+            r->cr = r->val_acc = NAN;
+            rc = 0;
+        } else {
+            r->state = DWF_SEARCH_RUN_OK;
+            r->cr = res.selected ? res.cr : final.cr;
+            r->val_acc = res.selected ? res.val_acc : final.sparse_val_acc;
+            double test = res.selected ? res.test_acc : final.sparse_test_acc;
+            printf("run %d: lambda %.4g -> CR %.3g, validation %.4f, test %.4f%s\n",
+                   n + 1, r->lambda, r->cr, r->val_acc, test,
+                   dwf_search_within(o, r->cr) ? "  (within tolerance)" : "");
+            dwf_job_result_free(&res);
+        }
+        fflush(stdout);
+        n++;
+    }
+    if (rc == DWF_ECANCELED) {
+        die("canceled");
+        rc = 130;
+    } else if (rc) {
+        die("%s", err.msg);
+        rc = 1;
+    } else {
+        printf("search %s after %d runs", dwf_search_status_name(st.status), n);
+        if (st.best >= 0)
+            printf("; best: run %d, lambda %.4g, CR %.3g, validation %.4f",
+                   st.best + 1, runs[st.best].lambda, runs[st.best].cr,
+                   runs[st.best].val_acc);
+        printf("\n");
+        if (out && st.best >= 0) {
+            if (dwf_smodel_write_file(&models[st.best], out, &err)) {
+                die("%s", err.msg);
+                rc = 1;
+            } else {
+                printf("model of run %d written to %s\n", st.best + 1, out);
+            }
+        }
+        if (rc == 0 && st.status != DWF_SEARCH_REACHED)
+            rc = 2; /* finished, but the target was not reached */
+    }
+    for (int i = 0; i <= n && i <= o->budget; i++)
+        dwf_smodel_free(&models[i]);
+    free(models);
+    free(runs);
+    json_decref(user);
+    return rc;
+}
+
 static int cmd_train(int argc, char **argv)
 {
     const char *spec_path = NULL, *out = NULL;
@@ -226,6 +333,11 @@ static int cmd_train(int argc, char **argv)
     if (threads > 0)
         spec.opts.threads = threads;
     dwf_blas_threads(1);
+    if (spec.search.enabled) {
+        int rc = cmd_search(spec_path, &spec, out, threads, quiet);
+        dwf_spec_free(&spec);
+        return rc;
+    }
     train_ui ui = {isatty(STDOUT_FILENO), quiet, now(), 0.0, spec.opts.epochs};
     if (spec.opts.method == DWF_METHOD_MAGNITUDE)
         ui.epochs += spec.opts.finetune_epochs;

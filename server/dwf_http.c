@@ -3,6 +3,7 @@
  * libmicrohttpd (a pool of epoll threads; SSE by suspend/resume).
  */
 #include "dwf_http.h"
+#include "dwf_sweep.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -494,6 +495,15 @@ void dwf_http_on_event(void *ud, dwf_store_event ev, int64_t job_id,
         if (arg == DWF_STORE_QUEUED)
             dwf_pool_notify(h->pool);
         watch_wake(h, job_id);
+        if (arg == DWF_STORE_SUCCEEDED || arg == DWF_STORE_FAILED ||
+            arg == DWF_STORE_CANCELED) {
+            /* a search sweep's next run (its EV_CREATED wakes the pool) */
+            dwf_err e;
+            if (dwf_sweep_on_job_end(h->store, job_id, (const char *const *)h->roots,
+                                     h->n_roots, &e))
+                LOG(h, "job %" PRId64 ": advancing its search failed: %s", job_id,
+                     e.msg);
+        }
         break;
     case DWF_STORE_EV_EPOCH:
     case DWF_STORE_EV_DELETED:
@@ -687,6 +697,47 @@ static json_t *body_json(dwf_http *h, struct MHD_Connection *c, req *r,
 
 /* ---- handlers: jobs --------------------------------------------------------- */
 
+static enum MHD_Result reply_sweep(dwf_http *h, struct MHD_Connection *c, req *r,
+                                   int64_t sid);
+
+/* Creates the target-CR search of spec (parsed from r's body, or from body
+ * when not NULL) and replies 201 with the sweep. */
+static enum MHD_Result reply_search_created(dwf_http *h, struct MHD_Connection *c,
+                                            req *r, const dwf_spec *spec)
+{
+    json_t *user = json_loadb(r->body, r->len, 0, NULL);
+    json_t *base = json_object_get(user, "base"); /* POST /v1/sweeps */
+    const json_t *uspec = json_is_object(base) ? base : user;
+    if (!json_is_object(uspec)) {
+        json_decref(user);
+        return reply_error(h, c, r, 500, "internal", NULL, "out of memory");
+    }
+    int64_t counts[DWF_STORE_NSTATES] = {0}, sid = 0;
+    char field[DWF_FIELD_LEN] = "";
+    dwf_err e;
+    dwf_err_clear(&e);
+    pthread_mutex_lock(&h->submit_mu);
+    int rc = dwf_store_count(h->store, counts, &e);
+    if (rc == 0 && counts[DWF_STORE_QUEUED] >= h->max_queue) {
+        pthread_mutex_unlock(&h->submit_mu);
+        json_decref(user);
+        return reply_error(h, c, r, 429, "queue_full", NULL,
+                           "the queue is full (%d jobs queued); retry later",
+                           h->max_queue);
+    }
+    if (rc == 0)
+        rc = dwf_sweep_search_start(h->store, uspec, spec,
+                                    (const char *const *)h->roots, h->n_roots, &sid,
+                                    NULL, field, &e);
+    pthread_mutex_unlock(&h->submit_mu);
+    json_decref(user);
+    if (rc && field[0])
+        return reply_error(h, c, r, 400, "invalid_spec", field, "%s", e.msg);
+    if (rc)
+        return reply_store_error(h, c, r, rc, &e, NULL);
+    return reply_sweep(h, c, r, sid);
+}
+
 static enum MHD_Result h_job_create(dwf_http *h, struct MHD_Connection *c, req *r)
 {
     enum MHD_Result ret;
@@ -711,6 +762,14 @@ static enum MHD_Result h_job_create(dwf_http *h, struct MHD_Connection *c, req *
                             h->n_roots, &spec, field, &e);
     if (rc)
         return reply_error(h, c, r, 400, "invalid_spec", field, "%s", e.msg);
+    if (spec.search.enabled) { /* a target-CR search: a sweep of runs */
+        ret = key ? reply_error(h, c, r, 400, "invalid_request", "Idempotency-Key",
+                                "a search job (spec with \"search\") takes no "
+                                "Idempotency-Key")
+                  : reply_search_created(h, c, r, &spec);
+        dwf_spec_free(&spec);
+        return ret;
+    }
 
     dwf_store_job_new jn;
     dwf_store_job_new_from_spec(&jn, &spec);
@@ -721,14 +780,21 @@ static enum MHD_Result h_job_create(dwf_http *h, struct MHD_Connection *c, req *
     pthread_mutex_lock(&h->submit_mu);
     rc = dwf_store_count(h->store, counts, &e);
     if (rc == 0 && counts[DWF_STORE_QUEUED] >= h->max_queue) {
-        pthread_mutex_unlock(&h->submit_mu);
-        dwf_spec_free(&spec);
-        return reply_error(h, c, r, 429, "queue_full", NULL,
-                           "the queue is full (%d jobs queued); retry later",
-                           h->max_queue);
-    }
-    if (rc == 0)
+        /* a repeated key still gets its job: the retry of a request that
+         * did create one is never refused */
+        if (key)
+            rc = dwf_store_job_find_key(h->store, key, &id, &e);
+        if (!key || rc == DWF_STORE_NOTFOUND) {
+            pthread_mutex_unlock(&h->submit_mu);
+            dwf_spec_free(&spec);
+            return reply_error(h, c, r, 429, "queue_full", NULL,
+                               "the queue is full (%d jobs queued); retry later",
+                               h->max_queue);
+        }
+        existed = rc == 0;
+    } else if (rc == 0) {
         rc = dwf_store_job_create(h->store, &jn, &id, &existed, &e);
+    }
     pthread_mutex_unlock(&h->submit_mu);
     dwf_spec_free(&spec);
     if (rc)
@@ -1011,16 +1077,31 @@ static enum MHD_Result h_job_metrics(dwf_http *h, struct MHD_Connection *c, req 
                       json_pack("{s:I,s:o}", "job_id", (json_int_t)id, "metrics", list));
 }
 
+/* The end-of-run curve (and the epochs with curves taken during
+ * training), or with ?epoch=k the curve taken after epoch k. */
 static enum MHD_Result h_job_thresholds(dwf_http *h, struct MHD_Connection *c, req *r)
 {
     NEED_ID("job");
-    json_t *list = NULL;
+    int64_t epoch = 0;
+    const char *q = query(c, "epoch");
+    if (q && parse_i64(q, 1, INT_MAX, &epoch))
+        return reply_error(h, c, r, 400, "invalid_request", "epoch",
+                           "epoch must be an epoch number >= 1");
+    json_t *list = NULL, *epochs = NULL;
     dwf_err e;
-    int rc = dwf_store_thresholds_get(h->store, id, &list, &e);
-    if (rc)
+    int rc = epoch > 0 ? dwf_store_epoch_thresholds_get(h->store, id, (int)epoch, &list, &e)
+                       : dwf_store_thresholds_get(h->store, id, &list, &e);
+    if (!rc)
+        rc = dwf_store_epoch_thresholds_list(h->store, id, &epochs, &e);
+    if (rc) {
+        json_decref(list);
         return reply_store_error(h, c, r, rc, &e, NULL);
-    return reply_json(h, c, r, 200,
-                      json_pack("{s:I,s:o}", "job_id", (json_int_t)id, "points", list));
+    }
+    json_t *out = json_pack("{s:I,s:o,s:o}", "job_id", (json_int_t)id, "points", list,
+                            "epochs", epochs);
+    if (out && epoch > 0)
+        json_object_set_new(out, "epoch", json_integer(epoch));
+    return reply_json(h, c, r, 200, out);
 }
 
 /* ---- SSE ------------------------------------------------------------------ */
@@ -1613,6 +1694,49 @@ static enum MHD_Result h_sweep_create(dwf_http *h, struct MHD_Connection *c, req
         goto done;
     }
     json_t *grid = json_object_get(j, "grid");
+    if (json_object_get(base, "search")) { /* a target-CR search */
+        if (grid) {
+            ret = reply_error(h, c, r, 400, "invalid_spec", "grid",
+                              "a search sweep (base with \"search\") takes no grid");
+            goto done;
+        }
+        if (jname)
+            json_object_set(base, "name", jname);
+        char *text = json_dumps(base, JSON_COMPACT);
+        if (!text) {
+            ret = reply_error(h, c, r, 500, "internal", NULL, "out of memory");
+            goto done;
+        }
+        dwf_spec spec;
+        char sfield[DWF_FIELD_LEN] = "";
+        dwf_err e;
+        dwf_err_clear(&e);
+        int rc = dwf_spec_parse(text, strlen(text), (const char *const *)h->roots,
+                                h->n_roots, &spec, sfield, &e);
+        free(text);
+        if (rc) {
+            snprintf(field, sizeof field, "base%s%s", sfield[0] ? "." : "", sfield);
+            ret = reply_error(h, c, r, 400, "invalid_spec", field, "%s", e.msg);
+            goto done;
+        }
+        /* reply_search_created reads the base from the body: give it ours */
+        char *body = json_dumps(j, JSON_COMPACT);
+        if (!body) {
+            dwf_spec_free(&spec);
+            ret = reply_error(h, c, r, 500, "internal", NULL, "out of memory");
+            goto done;
+        }
+        const char *ob = r->body;
+        size_t ol = r->len;
+        r->body = body;
+        r->len = strlen(body);
+        ret = reply_search_created(h, c, r, &spec);
+        r->body = (char *)ob;
+        r->len = ol;
+        free(body);
+        dwf_spec_free(&spec);
+        goto done;
+    }
     if (grid && !json_is_object(grid)) {
         ret = reply_error(h, c, r, 400, "invalid_spec", "grid",
                           "grid must be an object of value lists");
@@ -1773,25 +1897,7 @@ static enum MHD_Result h_sweep_create(dwf_http *h, struct MHD_Connection *c, req
             ret = reply_store_error(h, c, r, rc, &e, NULL);
             goto done;
         }
-        json_t *sw = NULL;
-        rc = dwf_store_sweep_get(h->store, sid, &sw, &e);
-        if (rc) {
-            ret = reply_store_error(h, c, r, rc, &e, NULL);
-            goto done;
-        }
-        char *text = json_dumps(sw, JSON_FMT);
-        json_decref(sw);
-        if (!text) {
-            ret = reply_error(h, c, r, 500, "internal", NULL, "out of memory");
-            goto done;
-        }
-        char loc[64];
-        snprintf(loc, sizeof loc, "/v1/sweeps/%" PRId64, sid);
-        struct MHD_Response *resp =
-            text_response(text, strlen(text), "application/json");
-        if (resp)
-            MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, loc);
-        ret = reply(h, c, r, 201, resp);
+        ret = reply_sweep(h, c, r, sid);
     }
 done:
     for (size_t i = 0; i < n_specs; i++)
@@ -1801,6 +1907,27 @@ done:
     json_decref(children_json);
     json_decref(j);
     return ret;
+}
+
+/* 201 with the new sweep sid and its Location. */
+static enum MHD_Result reply_sweep(dwf_http *h, struct MHD_Connection *c, req *r,
+                                   int64_t sid)
+{
+    json_t *sw = NULL;
+    dwf_err e;
+    int rc = dwf_store_sweep_get(h->store, sid, &sw, &e);
+    if (rc)
+        return reply_store_error(h, c, r, rc, &e, NULL);
+    char *text = json_dumps(sw, JSON_FMT);
+    json_decref(sw);
+    if (!text)
+        return reply_error(h, c, r, 500, "internal", NULL, "out of memory");
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/sweeps/%" PRId64, sid);
+    struct MHD_Response *resp = text_response(text, strlen(text), "application/json");
+    if (resp)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, loc);
+    return reply(h, c, r, 201, resp);
 }
 
 static enum MHD_Result h_sweep_list(dwf_http *h, struct MHD_Connection *c, req *r)
@@ -1856,6 +1983,68 @@ static int cmp_curve(const void *a, const void *b)
     if (!pn && p->cr != q->cr)
         return p->cr < q->cr ? -1 : 1;
     return p->idx - q->idx;
+}
+
+/* The threshold curves of the sweep's children as series, labelled from
+ * their points in pts (the lambda curve's rows). */
+static int threshold_series(dwf_http *h, int64_t id, const json_t *pts,
+                            json_t **out, dwf_err *e)
+{
+    json_t *thr = NULL;
+    int rc = dwf_store_sweep_thresholds(h->store, id, &thr, e);
+    if (rc)
+        return rc;
+    static const char *const keep[] = {"threshold", "cr", "val_acc", "test_acc",
+                                       "selected"};
+    json_t *series = json_array();
+    size_t i, k;
+    json_t *t, *p;
+    json_array_foreach(thr, i, t)
+    {
+        json_t *jid = json_object_get(t, "job_id");
+        json_t *row = NULL;
+        json_array_foreach(pts, k, p)
+        {
+            if (json_equal(json_object_get(p, "job_id"), jid)) {
+                row = p;
+                break;
+            }
+        }
+        const char *method = json_string_value(json_object_get(row, "method"));
+        char label[96];
+        snprintf(label, sizeof label, "%s D=%lld \xce\xbb=%.3g", method ? method : "?",
+                 (long long)json_integer_value(json_object_get(row, "depth")),
+                 json_number_value(json_object_get(row, "lambda")));
+        json_t *tp = json_array();
+        json_t *q;
+        json_array_foreach(json_object_get(t, "points"), k, q)
+        {
+            json_t *o = json_object();
+            for (size_t f = 0; o && f < sizeof keep / sizeof *keep; f++) {
+                json_t *v = json_object_get(q, keep[f]);
+                if (v)
+                    json_object_set(o, keep[f], v);
+            }
+            if (!o || json_array_append_new(tp, o))
+                break;
+        }
+        json_t *ser = json_pack("{s:O,s:s,s:o,s:o?,s:o?,s:o}", "job_id", jid, "label",
+                                label, "method",
+                                method ? json_string(method) : json_null(), "depth",
+                                json_copy(json_object_get(row, "depth")), "lambda",
+                                json_copy(json_object_get(row, "lambda")), "points", tp);
+        if (!ser || json_array_append_new(series, ser)) {
+            rc = dwf_errorf(e, DWF_ENOMEM, "out of memory");
+            break;
+        }
+    }
+    json_decref(thr);
+    if (rc || !series) {
+        json_decref(series);
+        return rc ? rc : dwf_errorf(e, DWF_ENOMEM, "out of memory");
+    }
+    *out = series;
+    return 0;
 }
 
 /* The curve of sweep id with Pareto marks and series, or an error code. */
@@ -1919,8 +2108,11 @@ static int build_curve(dwf_http *h, int64_t id, json_t **out, dwf_err *e)
         json_array_append(json_object_get(ser, "points"), p);
         json_array_append_new(json_object_get(ser, "indexes"), json_integer(cs[t].idx));
     }
-    *out = json_pack("{s:I,s:o,s:o,s:o}", "sweep_id", (json_int_t)id, "points", pts,
-                     "series", series, "pareto", front);
+    json_t *tseries = NULL;
+    if ((rc = threshold_series(h, id, pts, &tseries, e)))
+        goto fail;
+    *out = json_pack("{s:I,s:o,s:o,s:o,s:o}", "sweep_id", (json_int_t)id, "points", pts,
+                     "series", series, "pareto", front, "threshold_series", tseries);
     free(x);
     free(y);
     free(on);

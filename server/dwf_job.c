@@ -13,9 +13,47 @@
 typedef struct job_ctx {
     const dwf_job_hooks *h;
     dwf_trainer *t;
-    int failed;          /* a checkpoint hook failed */
+    const dwf_spec *spec;
+    const dwf_dataset *val, *test;
+    int failed;          /* a checkpoint or curve hook failed (err set) */
     dwf_err *err;
 } job_ctx;
+
+static void curve_opts(const dwf_spec *spec, dwf_thresh_opts *o)
+{
+    dwf_thresh_opts_default(o);
+    if (spec->curves.per_decade > 0)
+        o->per_decade = spec->curves.per_decade;
+}
+
+/* The threshold curve of the current state, handed to hooks->on_curve. */
+static int epoch_curve(job_ctx *c, int epoch)
+{
+    const dwf_spec *spec = c->spec;
+    dwf_smodel m;
+    dwf_job_result r;
+    memset(&r, 0, sizeof r);
+    int rc = dwf_smodel_from_model(dwf_trainer_model(c->t), dwf_trainer_norm(c->t),
+                                   (float)spec->opts.eps_prune, spec->json, NULL, 0,
+                                   &m, c->err);
+    if (rc)
+        return rc;
+    dwf_thresh_opts o;
+    curve_opts(spec, &o);
+    rc = dwf_thresh_curve_compute(&m, c->val, c->test, &o, &r.curve, c->err);
+    dwf_smodel_free(&m);
+    if (rc)
+        return rc;
+    json_t *rows = dwf_job_curve_json(&r, &spec->arch);
+    if (!rows)
+        rc = dwf_errorf(c->err, DWF_ENOMEM, "out of memory for the threshold curve");
+    else if (c->h->on_curve(epoch, rows, c->h->ud))
+        rc = dwf_errorf(c->err, DWF_EIO, "storing the threshold curve of epoch %d "
+                        "failed", epoch);
+    json_decref(rows);
+    dwf_job_result_free(&r);
+    return rc;
+}
 
 static int save_checkpoint(job_ctx *c)
 {
@@ -39,6 +77,13 @@ static int on_epoch(const dwf_metrics *m, void *ud)
     job_ctx *c = ud;
     if (c->h->on_epoch && c->h->on_epoch(m, c->h->ud))
         return 1;
+    int k = c->spec->curves.every;
+    if (k > 0 && c->h->on_curve && m->epoch % k == 0 && !dwf_trainer_done(c->t)) {
+        if (epoch_curve(c, m->epoch)) {
+            c->failed = 1;
+            return 1;
+        }
+    }
     int every = c->h->checkpoint_every;
     if (every > 0 && m->epoch % every == 0 && !dwf_trainer_done(c->t)) {
         if (save_checkpoint(c)) {
@@ -172,7 +217,9 @@ static int curve_and_select(const dwf_spec *spec, const dwf_metrics *last,
     const int cap = 48;
     int rc = 0;
     if (res || spec->select.enabled) {
-        rc = dwf_thresh_curve_compute(model, val, test, NULL, &r->curve, err);
+        dwf_thresh_opts o;
+        curve_opts(spec, &o);
+        rc = dwf_thresh_curve_compute(model, val, test, &o, &r->curve, err);
         if (rc)
             goto out;
     }
@@ -277,7 +324,7 @@ int dwf_job_run(dwf_spec *spec, const dwf_job_hooks *hooks, dwf_smodel *model,
         if (rc)
             goto done;
     }
-    job_ctx c = {hooks, t, 0, err};
+    job_ctx c = {hooks, t, spec, &val, &test, 0, err};
     if (!dwf_trainer_done(t)) {
         rc = dwf_trainer_run(t, on_epoch, on_batch, &c, hooks->cancel, err);
         if (c.failed)

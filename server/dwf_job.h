@@ -56,6 +56,11 @@ typedef struct dwf_job_hooks {
      * that it can resume. Non-zero return is an error that fails the job. */
     int (*on_checkpoint)(const uint8_t *buf, size_t len, int epoch,
                          int64_t step, void *ud);
+    /* With the spec's thresholds.every = k: the threshold curve of the
+     * current model after every k-th epoch but the last (rows as from
+     * dwf_job_curve_json, borrowed). May be NULL. Non-zero return is an
+     * error that fails the job. */
+    int (*on_curve)(int epoch, const json_t *rows, void *ud);
     const atomic_int *cancel;      /* may be NULL */
     const uint8_t *resume;         /* checkpoint to resume from, or NULL */
     size_t resume_len;

@@ -16,6 +16,7 @@
 
 #include "dwf_job.h"
 #include "dwf_sparse.h"
+#include "dwf_workers.h"
 
 #define PENDING_CANCELS 32
 
@@ -36,7 +37,8 @@ struct dwf_pool {
     char **roots;
     int n_roots;
     int checkpoint_every;
-    int core_share;               /* cores / workers: a job's thread budget */
+    int train_cores;              /* cores given to training */
+    int *budget;                  /* per worker: its share of train_cores */
     double progress_interval;
     dwf_log_fn log;
     void *log_ud;
@@ -124,6 +126,15 @@ int dwf_job_ctx_checkpoint(dwf_job_ctx *ctx, const uint8_t *buf, size_t len,
     return rc;
 }
 
+int dwf_job_ctx_curve(dwf_job_ctx *ctx, int epoch, const json_t *rows)
+{
+    int rc = dwf_store_epoch_thresholds_put(ctx->pool->store, ctx->id, epoch, rows,
+                                            &ctx->store_err);
+    if (rc)
+        ctx->failed_store = 1;
+    return rc;
+}
+
 /* ---- the local executor ------------------------------------------------- */
 
 static int local_on_epoch(const dwf_metrics *m, void *ud)
@@ -140,6 +151,11 @@ static int local_on_checkpoint(const uint8_t *buf, size_t len, int epoch,
                                int64_t step, void *ud)
 {
     return dwf_job_ctx_checkpoint(ud, buf, len, epoch, step);
+}
+
+static int local_on_curve(int epoch, const json_t *rows, void *ud)
+{
+    return dwf_job_ctx_curve(ud, epoch, rows);
 }
 
 /* The threshold rows and, after selection, the job's last metrics with
@@ -196,6 +212,7 @@ static int local_run(dwf_executor *ex, dwf_job_ctx *ctx, dwf_err *err)
         .on_epoch = local_on_epoch,
         .on_batch = local_on_batch,
         .on_checkpoint = local_on_checkpoint,
+        .on_curve = local_on_curve,
         .cancel = &ctx->cancel,
         .resume = ctx->resume,
         .resume_len = ctx->resume_len,
@@ -357,10 +374,12 @@ static void run_claim(dwf_pool *p, int worker, dwf_store_claim *claim)
         goto out;
     }
     have_spec = 1;
-    /* a job trains with at most its share of the cores, so that the
-     * workers together never run more training threads than cores */
-    if (spec.opts.threads > p->core_share)
-        spec.opts.threads = p->core_share;
+    /* a job trains with at most its worker's share of the training cores
+     * (BLAS is single-threaded: see dwf_pool.h), so the workers together
+     * never run more training threads than train_cores */
+    int budget = p->budget[worker];
+    if (spec.opts.threads <= 0 || spec.opts.threads > budget)
+        spec.opts.threads = budget;
     ctx->spec = &spec;
     ctx->checkpoint_every =
         p->checkpoint_every >= 0 ? p->checkpoint_every : spec.checkpoint_every;
@@ -382,11 +401,13 @@ static void run_claim(dwf_pool *p, int worker, dwf_store_claim *claim)
     ctx->t_last_progress = 0;
     ctx->frac_start = (double)ctx->resume_epoch / total_epochs_of(&spec);
     if (ctx->resume)
-        LOG(p, "job %lld: resuming from its checkpoint at epoch %d",
-            (long long)ctx->id, ctx->resume_epoch);
+        LOG(p, "job %lld: resuming from its checkpoint at epoch %d "
+            "(%d training thread(s))", (long long)ctx->id, ctx->resume_epoch,
+            spec.opts.threads);
     else
-        LOG(p, "job %lld started on worker %d (%s executor)", (long long)ctx->id,
-            worker, p->ex->name);
+        LOG(p, "job %lld started on worker %d (%s executor, %d training "
+            "thread(s) of a budget of %d)", (long long)ctx->id, worker,
+            p->ex->name, spec.opts.threads, budget);
     dwf_err_clear(&err);
     rc = p->ex->run(p->ex, ctx, &err);
     finish_job(p, ctx, rc, &err);
@@ -464,10 +485,11 @@ int dwf_pool_create(const dwf_pool_config *cfg, dwf_store *store,
     p->ex = ex;
     p->n_workers = cfg->workers;
     p->checkpoint_every = cfg->checkpoint_every;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    p->core_share = (int)(cores / (p->n_workers > 0 ? p->n_workers : 1));
-    if (p->core_share < 1)
-        p->core_share = 1;
+    p->train_cores = cfg->train_cores;
+    if (p->train_cores <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        p->train_cores = cores > 0 ? (int)cores : 1;
+    }
     p->progress_interval = cfg->progress_interval > 0 ? cfg->progress_interval : 0.25;
     p->log = cfg->log;
     p->log_ud = cfg->log_ud;
@@ -481,13 +503,22 @@ int dwf_pool_create(const dwf_pool_config *cfg, dwf_store *store,
     p->threads = calloc((size_t)n, sizeof *p->threads);
     p->started = calloc((size_t)n, sizeof *p->started);
     p->running = calloc((size_t)n, sizeof *p->running);
+    p->budget = calloc((size_t)n, sizeof *p->budget);
     if (cfg->n_roots > 0)
         p->roots = calloc((size_t)cfg->n_roots, sizeof *p->roots);
-    if (!p->threads || !p->started || !p->running ||
+    if (!p->threads || !p->started || !p->running || !p->budget ||
         (cfg->n_roots > 0 && !p->roots)) {
         dwf_pool_free(p);
         return dwf_errorf(err, DWF_ENOMEM, "pool: out of memory");
     }
+    /* the training cores split over the workers (see dwf_pool.h) */
+    for (int i = 0; i < n; i++) {
+        int b = p->train_cores / n + (i < p->train_cores % n);
+        p->budget[i] = b < 1 ? 1 : b > DWF_MAX_THREADS ? DWF_MAX_THREADS : b;
+    }
+    if (p->n_workers > p->train_cores)
+        LOG(p, "%d workers on %d training core(s): each job needs a thread, so "
+            "running jobs may share cores", p->n_workers, p->train_cores);
     for (int i = 0; i < cfg->n_roots; i++) {
         p->roots[i] = strdup(cfg->roots[i]);
         if (!p->roots[i]) {
@@ -581,6 +612,13 @@ int dwf_pool_workers(const dwf_pool *p)
     return p->n_workers;
 }
 
+int dwf_pool_budget(const dwf_pool *p, int worker)
+{
+    if (worker < 0 || worker >= (p->n_workers > 0 ? p->n_workers : 1))
+        return 0;
+    return p->budget[worker];
+}
+
 void dwf_pool_stop(dwf_pool *p)
 {
     if (!p)
@@ -614,6 +652,7 @@ void dwf_pool_free(dwf_pool *p)
     free(p->threads);
     free(p->started);
     free(p->running);
+    free(p->budget);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p);

@@ -34,6 +34,20 @@
  * job with reason shutdown: those jobs go back to queued with their
  * checkpoint and resume at the next start.
  *
+ * Thread budget (no oversubscription): the pool is given train_cores, the
+ * cores training may use, and splits them over its N workers: worker i
+ * gets budget_i = train_cores / N cores, plus one for i < train_cores % N
+ * (at least 1 each). A job claimed by worker i trains
+ * min(spec train.threads, budget_i) batch slices in parallel (a spec with
+ * train.threads <= 0 gets the whole budget). Every slice calls BLAS
+ * single-threaded: OpenBLAS's thread count is global to the process, so
+ * it cannot differ per job, and the caller (dwfd) sets it to 1 once at
+ * start; all of a job's parallelism comes from its slices (core/
+ * dwf_workers), which also trains faster than one slice calling a
+ * multi-threaded BLAS (bench/bench_train.c). So the training threads of
+ * all workers together never exceed train_cores, unless N > train_cores,
+ * where each job still needs one thread (dwf_pool_create logs a warning).
+ *
  * Ownership: the pool borrows the store and the executor (both must
  * outlive it); dwf_pool_free() joins the workers first.
  */
@@ -43,6 +57,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <jansson.h>
 
 #include "dwf_err.h"
 #include "dwf_spec.h"
@@ -114,12 +130,17 @@ dwf_executor *dwf_executor_local(void);
 int dwf_job_ctx_epoch(dwf_job_ctx *ctx, const dwf_metrics *m);
 /* Batch progress: epoch (1-based) in progress, batch done out of n. */
 void dwf_job_ctx_progress(dwf_job_ctx *ctx, int epoch, int batch, int n);
+/* Stores the threshold curve taken after epoch (thresholds.every). 0 or
+ * error (the job then fails). */
+int dwf_job_ctx_curve(dwf_job_ctx *ctx, int epoch, const json_t *rows);
 /* Stores a checkpoint (the latest replaces the previous). 0 or error. */
 int dwf_job_ctx_checkpoint(dwf_job_ctx *ctx, const uint8_t *buf, size_t len,
                            int epoch, int64_t step);
 
 typedef struct dwf_pool_config {
     int workers;                 /* >= 0 (0: jobs queue but never run) */
+    int train_cores;             /* cores for training, split over the
+                                    workers; 0 = every online core */
     int checkpoint_every;        /* < 0 = the spec's checkpoint_every */
     const char *const *roots;    /* data roots for dwf_spec_parse */
     int n_roots;
@@ -141,6 +162,8 @@ int dwf_pool_cancel(dwf_pool *p, int64_t id);
 /* Number of jobs running and summed live samples/s of the running jobs. */
 void dwf_pool_stats(dwf_pool *p, int *running, double *samples_per_sec);
 int dwf_pool_workers(const dwf_pool *p);
+/* Training threads a job on worker i may use (its share of train_cores). */
+int dwf_pool_budget(const dwf_pool *p, int worker);
 /* Begins shutdown: no new claims; every running job gets reason shutdown.
  * Returns at once; dwf_pool_free() waits for the workers. */
 void dwf_pool_stop(dwf_pool *p);

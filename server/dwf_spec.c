@@ -921,6 +921,69 @@ static int parse_select(rd *r, json_t *in, json_t *out, double validation,
     return 0;
 }
 
+/* The target-CR search (method dwf only). train_lambda: the spec's
+ * train.lambda when it was given, else 0: it becomes the first run's. */
+static int parse_search(rd *r, json_t *in, json_t *out, dwf_method method,
+                        double train_lambda, dwf_search_spec *s)
+{
+    static const char *const keys[] = {"target_cr", "tolerance", "budget",
+                                       "lambda_min", "lambda_max", NULL};
+    dwf_search_opts *o = &s->opts;
+    dwf_search_opts def;
+    dwf_search_opts_default(&def);
+    int rc;
+    if ((rc = check_keys(r, in, "search", keys)))
+        return rc;
+    if (!json_object_get(in, "target_cr"))
+        return fail(r, "search.target_cr", "is required: the compression ratio "
+                                           "the search aims for");
+    if ((rc = get_num(r, in, out, "search", "target_cr", def.target_cr, 1, 1,
+                      1e9, 0, &o->target_cr)) ||
+        (rc = get_num(r, in, out, "search", "tolerance", def.tolerance, 0, 1, 1, 1,
+                      &o->tolerance)) ||
+        (rc = get_int32(r, in, out, "search", "budget", def.budget, 1, 100,
+                        &o->budget)) ||
+        (rc = get_num(r, in, out, "search", "lambda_min", def.lambda_min, 0, 1,
+                      1e3, 0, &o->lambda_min)) ||
+        (rc = get_num(r, in, out, "search", "lambda_max", def.lambda_max, 0, 1,
+                      1e3, 0, &o->lambda_max)))
+        return rc;
+    if (method != DWF_METHOD_DWF)
+        return fail(r, "search", "searches lambda for method dwf only (got "
+                                 "method %s)", dwf_method_name(method));
+    if (!(o->lambda_max > o->lambda_min * 1.001))
+        return fail(r, "search.lambda_max", "must be > search.lambda_min (%g) "
+                                            "(got %g)", o->lambda_min, o->lambda_max);
+    o->lambda0 = 0.0;
+    if (train_lambda > 0.0) {
+        if (train_lambda < o->lambda_min || train_lambda > o->lambda_max)
+            return fail(r, "train.lambda", "the search starts at train.lambda, "
+                        "which must lie in [search.lambda_min, search.lambda_max] "
+                        "= [%g, %g] (got %g)", o->lambda_min, o->lambda_max,
+                        train_lambda);
+        o->lambda0 = train_lambda;
+    }
+    s->enabled = 1;
+    return 0;
+}
+
+/* Threshold curves during training. */
+static int parse_thresholds(rd *r, json_t *in, json_t *out, int epochs,
+                            dwf_curve_spec *c)
+{
+    static const char *const keys[] = {"every", "per_decade", NULL};
+    int rc;
+    if ((rc = check_keys(r, in, "thresholds", keys)) ||
+        (rc = get_int32(r, in, out, "thresholds", "every", 0, 0, 10000, &c->every)) ||
+        (rc = get_int32(r, in, out, "thresholds", "per_decade", 4, 1, 20,
+                        &c->per_decade)))
+        return rc;
+    if (c->every > epochs)
+        return fail(r, "thresholds.every", "must be <= train.epochs (%d) (got %d)",
+                    epochs, c->every);
+    return 0;
+}
+
 /* ---- the whole spec ----------------------------------------------------- */
 
 static int parse_top(rd *r, json_t *in, json_t *out, const char *const *roots,
@@ -928,9 +991,10 @@ static int parse_top(rd *r, json_t *in, json_t *out, const char *const *roots,
 {
     static const char *const keys[] = {"name", "priority", "seed", "method",
                                        "checkpoint_every", "data", "model",
-                                       "train", "prune", "select", NULL};
-    json_t *data, *model, *train, *prune, *sel, *o_data, *o_model, *o_train,
-        *o_prune, *o_sel, *empty;
+                                       "train", "prune", "select", "search",
+                                       "thresholds", NULL};
+    json_t *data, *model, *train, *prune, *sel, *srch, *thr, *o_data, *o_model,
+        *o_train, *o_prune, *o_sel, *o_srch, *o_thr, *empty;
     long long seed;
     int rc, method;
     model_cfg m;
@@ -945,7 +1009,9 @@ static int parse_top(rd *r, json_t *in, json_t *out, const char *const *roots,
         (rc = get_obj(r, in, "", "model", &model)) ||
         (rc = get_obj(r, in, "", "train", &train)) ||
         (rc = get_obj(r, in, "", "prune", &prune)) ||
-        (rc = get_obj(r, in, "", "select", &sel)))
+        (rc = get_obj(r, in, "", "select", &sel)) ||
+        (rc = get_obj(r, in, "", "search", &srch)) ||
+        (rc = get_obj(r, in, "", "thresholds", &thr)))
         return rc;
     s->opts.seed = (uint64_t)seed;
     s->opts.method = method_vals[method];
@@ -963,6 +1029,17 @@ static int parse_top(rd *r, json_t *in, json_t *out, const char *const *roots,
     if (sel && ((rc = sub_out(r, out, "select", &o_sel)) ||
                 (rc = parse_select(r, sel, o_sel, s->data.validation, &s->select))))
         goto done;
+    if ((rc = sub_out(r, out, "thresholds", &o_thr)) ||
+        (rc = parse_thresholds(r, thr ? thr : empty, o_thr, s->opts.epochs,
+                               &s->curves)))
+        goto done;
+    if (srch) {
+        json_t *jl = train ? json_object_get(train, "lambda") : NULL;
+        if ((rc = sub_out(r, out, "search", &o_srch)) ||
+            (rc = parse_search(r, srch, o_srch, s->opts.method,
+                               jl ? s->opts.lambda : 0.0, &s->search)))
+            goto done;
+    }
     s->opts.init = init_vals[m.init];
     s->opts.eps_init = m.eps_init;
     s->opts.norm = s->data.norm;

@@ -14,6 +14,7 @@
 #include "dwf_arch.h"
 #include "dwf_data.h"
 #include "dwf_err.h"
+#include "dwf_search.h"
 #include "dwf_train.h"
 
 #define DWF_PATH_LEN 1024
@@ -46,6 +47,19 @@ typedef struct dwf_select_spec {
     int use_validation;              /* 1 = validation split (default) */
 } dwf_select_spec;
 
+/* Target-CR search (`search`): the job becomes a sweep of DWF runs whose
+ * lambda dwf_search_next() picks (see dwf_search.h). */
+typedef struct dwf_search_spec {
+    int enabled;
+    dwf_search_opts opts;            /* lambda0 = train.lambda when given */
+} dwf_search_spec;
+
+/* Threshold curves during training (`thresholds`). */
+typedef struct dwf_curve_spec {
+    int every;                       /* epochs between curves; 0 = end only */
+    int per_decade;                  /* grid points per factor 10 */
+} dwf_curve_spec;
+
 typedef struct dwf_spec {
     char name[128];
     int priority;                    /* higher runs first */
@@ -54,6 +68,8 @@ typedef struct dwf_spec {
     char arch_name[32];              /* "mlp", "lenet5", "custom" */
     dwf_train_opts opts;
     dwf_select_spec select;
+    dwf_search_spec search;
+    dwf_curve_spec curves;
     int checkpoint_every;            /* epochs between checkpoints (dwfd) */
     char *json;                      /* canonical spec with defaults filled */
 } dwf_spec;

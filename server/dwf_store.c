@@ -34,8 +34,9 @@ extern const char *const dwf_store_sql_text[];
     "j.id, j.name, j.state, j.priority, j.sweep_id, j.method, j.depth, "    \
     "j.lambda, j.target_cr, j.seed, j.spec, j.created_at, j.started_at, "   \
     "j.finished_at, j.epoch, j.epochs, j.batch, j.batches, j.eta_seconds, " \
-    "j.metrics, j.error, m.weights, m.nonzero, m.cr, length(m.blob) "       \
-    "FROM jobs j LEFT JOIN models m ON m.job_id = j.id "
+    "j.metrics, j.error, m.weights, m.nonzero, m.cr, "                     \
+    "(SELECT length(b.blob) FROM models b WHERE b.job_id = j.id) "          \
+    "FROM jobs j LEFT JOIN models m INDEXED BY models_stats ON m.job_id = j.id "
 enum {
     JC_ID, JC_NAME, JC_STATE, JC_PRIORITY, JC_SWEEP, JC_METHOD, JC_DEPTH,
     JC_LAMBDA, JC_TARGET_CR, JC_SEED, JC_SPEC, JC_CREATED, JC_STARTED,
@@ -54,6 +55,9 @@ enum {
     ST_MODEL_PUT, ST_JOB_SUCCEED, ST_MODEL_GET,
     ST_SWEEP_INSERT, ST_SWEEP_GET, ST_SWEEP_JOBS, ST_SWEEP_LIST,
     ST_SWEEP_CURVE, ST_THR_DELETE, ST_THR_PUT, ST_THR_GET,
+    ST_SEARCH_INSERT, ST_SEARCH_GET, ST_SEARCH_RUNS, ST_SEARCH_COUNT,
+    ST_SEARCH_FINISH, ST_SEARCH_ACTIVE, ST_ETHR_PUT, ST_ETHR_GET, ST_ETHR_LIST,
+    ST_SWEEP_THR,
     ST_N
 };
 
@@ -138,22 +142,46 @@ static const char *const stmt_sql[ST_N] = {
         " CASE WHEN ?2 THEN blob END FROM models WHERE job_id = ?1",
     [ST_SWEEP_INSERT] =
         "INSERT INTO sweeps (name, base, grid, created_at) VALUES (?1, ?2, ?3, ?4)",
-    [ST_SWEEP_GET] = "SELECT id, name, base, grid, created_at FROM sweeps WHERE id = ?1",
+    [ST_SWEEP_GET] = "SELECT id, name, base, grid, created_at, search, search_state,"
+                     " search_best, search_message FROM sweeps WHERE id = ?1",
     [ST_SWEEP_JOBS] = "SELECT " JOB_COLS "WHERE j.sweep_id = ?1 ORDER BY j.id",
     [ST_SWEEP_LIST] =
-        "SELECT s.id, s.name, s.created_at, j.state, count(j.id)"
+        "SELECT s.id, s.name, s.created_at, j.state, count(j.id), s.search IS NOT NULL"
         " FROM sweeps s LEFT JOIN jobs j ON j.sweep_id = s.id"
         " GROUP BY s.id, j.state ORDER BY s.id DESC",
     [ST_SWEEP_CURVE] =
         "SELECT j.id, j.method, j.depth, j.lambda, j.target_cr, j.seed,"
         " coalesce(m.cr, j.cr), j.sparse_test_acc, j.test_acc"
-        " FROM jobs j LEFT JOIN models m ON m.job_id = j.id"
+        " FROM jobs j LEFT JOIN models m INDEXED BY models_stats ON m.job_id = j.id"
         " WHERE j.sweep_id = ?1 AND j.state = 'succeeded' ORDER BY j.id",
     [ST_THR_DELETE] = "DELETE FROM thresholds WHERE job_id = ?1",
     [ST_THR_PUT] =
         "INSERT INTO thresholds (job_id, idx, threshold, cr, val_acc, test_acc, json)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_THR_GET] = "SELECT json FROM thresholds WHERE job_id = ?1 ORDER BY idx",
+    [ST_SEARCH_INSERT] =
+        "INSERT INTO sweeps (name, base, grid, created_at, search, search_state)"
+        " VALUES (?1, ?2, '{}', ?3, ?4, 'searching')",
+    [ST_SEARCH_GET] = "SELECT search, base, search_state FROM sweeps WHERE id = ?1",
+    [ST_SEARCH_RUNS] =
+        "SELECT j.id, j.lambda, j.state, m.cr, j.metrics FROM jobs j"
+        " LEFT JOIN models m INDEXED BY models_stats ON m.job_id = j.id"
+        " WHERE j.sweep_id = ?1 ORDER BY j.id",
+    [ST_SEARCH_COUNT] =
+        "SELECT count(*), coalesce(sum(state IN ('queued', 'running')), 0)"
+        " FROM jobs WHERE sweep_id = ?1",
+    [ST_SEARCH_FINISH] =
+        "UPDATE sweeps SET search_state = ?2, search_best = ?3, search_message = ?4"
+        " WHERE id = ?1 AND search_state = 'searching'",
+    [ST_SEARCH_ACTIVE] = "SELECT id FROM sweeps WHERE search_state = 'searching' ORDER BY id",
+    [ST_ETHR_PUT] =
+        "INSERT OR REPLACE INTO epoch_thresholds (job_id, epoch, json, created_at)"
+        " VALUES (?1, ?2, ?3, ?4)",
+    [ST_ETHR_GET] = "SELECT json FROM epoch_thresholds WHERE job_id = ?1 AND epoch = ?2",
+    [ST_ETHR_LIST] = "SELECT epoch FROM epoch_thresholds WHERE job_id = ?1 ORDER BY epoch",
+    [ST_SWEEP_THR] =
+        "SELECT t.job_id, t.json FROM thresholds t JOIN jobs j ON j.id = t.job_id"
+        " WHERE j.sweep_id = ?1 AND j.state = 'succeeded' ORDER BY t.job_id, t.idx",
 };
 
 /* ------------------------------------------------------------------ */
@@ -819,6 +847,33 @@ int dwf_store_job_create(dwf_store *s, const dwf_store_job_new *j,
     if (!found)
         emit(s, DWF_STORE_EV_CREATED, *id, j->sweep_id > 0 ? j->sweep_id : 0);
     return 0;
+}
+
+int dwf_store_job_find_key(dwf_store *s, const char *key, int64_t *id,
+                           dwf_err *err)
+{
+    if (!key || !*key)
+        return dwf_errorf(err, DWF_STORE_NOTFOUND, "no idempotency key");
+    conn *c;
+    int rc = racquire(s, &c, err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = prep(c, ST_JOB_BY_KEY, err);
+    if (!st) {
+        rc = errc(err);
+    } else {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW)
+            *id = sqlite3_column_int64(st, 0);
+        else if (r == SQLITE_DONE)
+            rc = dwf_errorf(err, DWF_STORE_NOTFOUND, "no job has this idempotency key");
+        else
+            rc = sqerr(err, c->db, "looking up an idempotency key");
+        done(st);
+    }
+    rrelease(s, c);
+    return rc;
 }
 
 int dwf_store_job_get(dwf_store *s, int64_t id, json_t **out, dwf_err *err)
@@ -1708,6 +1763,49 @@ static json_t *counts_json(const int64_t k[DWF_STORE_NSTATES])
     return o;
 }
 
+static json_t *num_or_null(double v)
+{
+    return isfinite(v) ? jreal(v) : json_null();
+}
+
+/* Adds "runs" (the children as the search sees them, with "within") to a
+ * search sweep's search object so. */
+static int search_runs_json(dwf_store *s, int64_t id, json_t *so, dwf_err *err)
+{
+    json_t *opts = NULL;
+    dwf_store_search_run *runs = NULL;
+    int n = 0;
+    char state[16];
+    int rc = dwf_store_search_get(s, id, &opts, NULL, state, &runs, &n, err);
+    if (rc)
+        return rc;
+    double target = json_number_value(json_object_get(opts, "target_cr"));
+    double tol = json_number_value(json_object_get(opts, "tolerance"));
+    json_decref(opts);
+    json_t *arr = json_array();
+    int bad = !arr || !so;
+    for (int i = 0; !bad && i < n; i++) {
+        const dwf_store_search_run *r = &runs[i];
+        json_t *j = json_object();
+        bad |= !j || json_array_append_new(arr, j);
+        if (bad)
+            break;
+        int within = r->state == DWF_STORE_SUCCEEDED && isfinite(r->cr) &&
+                     r->cr >= target * (1 - tol) && r->cr <= target * (1 + tol);
+        bad |= jset(j, "job_id", json_integer(r->job_id));
+        bad |= jset(j, "lambda", jreal(r->lambda));
+        bad |= jset(j, "state", json_string(dwf_store_state_name(r->state)));
+        bad |= jset(j, "cr", num_or_null(r->cr));
+        bad |= jset(j, "val_acc", num_or_null(r->val_acc));
+        bad |= jset(j, "test_acc", num_or_null(r->test_acc));
+        bad |= jset(j, "within", json_boolean(within));
+    }
+    free(runs);
+    if (bad || jset(so, "runs", arr))
+        return dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+    return 0;
+}
+
 int dwf_store_sweep_get(dwf_store *s, int64_t id, json_t **out, dwf_err *err)
 {
     *out = NULL;
@@ -1718,7 +1816,7 @@ int dwf_store_sweep_get(dwf_store *s, int64_t id, json_t **out, dwf_err *err)
         return dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
     }
     int64_t k[DWF_STORE_NSTATES] = {0};
-    int bad = 0;
+    int bad = 0, is_search = 0;
     conn *c;
     int rc = racquire(s, &c, err);
     if (rc) {
@@ -1744,6 +1842,22 @@ int dwf_store_sweep_get(dwf_store *s, int64_t id, json_t **out, dwf_err *err)
                 bad |= jset(o, "created_at", col_time(st, 4));
                 bad |= jset(o, "base", b);
                 bad |= jset(o, "grid", g);
+                is_search = sqlite3_column_type(st, 5) != SQLITE_NULL;
+                bad |= jset(o, "kind", json_string(is_search ? "search" : "grid"));
+                if (is_search) {
+                    json_t *so = col_json(st, 5);
+                    if (!json_is_object(so)) {
+                        json_decref(so);
+                        so = json_object();
+                    }
+                    bad |= !so;
+                    if (so) {
+                        bad |= jset(so, "state", col_text(st, 6));
+                        bad |= jset(so, "best_job_id", col_int(st, 7));
+                        bad |= jset(so, "message", col_text(st, 8));
+                    }
+                    bad |= jset(o, "search", so);
+                }
             }
         } else if (r == SQLITE_DONE) {
             rc = dwf_errorf(err, DWF_STORE_NOTFOUND, "sweep %lld not found", (long long)id);
@@ -1783,6 +1897,8 @@ int dwf_store_sweep_get(dwf_store *s, int64_t id, json_t **out, dwf_err *err)
         if (bad)
             rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
     }
+    if (!rc && is_search)
+        rc = search_runs_json(s, id, json_object_get(o, "search"), err);
     json_decref(jobs);
     if (rc) {
         json_decref(o);
@@ -1842,6 +1958,8 @@ int dwf_store_sweep_list(dwf_store *s, json_t **out, dwf_err *err)
                 bad |= jset(cur, "id", json_integer(sid));
                 bad |= jset(cur, "name", col_text(st, 1));
                 bad |= jset(cur, "created_at", col_time(st, 2));
+                bad |= jset(cur, "kind",
+                            json_string(sqlite3_column_int(st, 5) ? "search" : "grid"));
             }
             int sk = dwf_store_state_parse((const char *)sqlite3_column_text(st, 3));
             if (sk >= 0)
@@ -1864,7 +1982,14 @@ int dwf_store_sweep_list(dwf_store *s, json_t **out, dwf_err *err)
     return 0;
 }
 
-int dwf_store_sweep_curve(dwf_store *s, int64_t id, json_t **out, dwf_err *err)
+/* Appends a sweep's rows to arr: one per row of the statement (each call
+ * gets the statement on its row). */
+typedef int (*sweep_row_fn)(sqlite3_stmt *st, json_t *arr, void *ud, dwf_err *err);
+
+/* In one read snapshot: NOTFOUND unless sweep id exists, then fn for every
+ * row of statement stmt_id bound to id; *out is the new array. */
+static int sweep_rows(dwf_store *s, int64_t id, int stmt_id, sweep_row_fn fn,
+                      void *ud, const char *what, json_t **out, dwf_err *err)
 {
     *out = NULL;
     json_t *arr = json_array();
@@ -1889,29 +2014,13 @@ int dwf_store_sweep_curve(dwf_store *s, int64_t id, json_t **out, dwf_err *err)
     } else if (!rc) {
         rc = errc(err);
     }
-    if (!rc && (st = prep(c, ST_SWEEP_CURVE, err))) {
+    if (!rc && (st = prep(c, stmt_id, err))) {
         sqlite3_bind_int64(st, 1, id);
         int r = SQLITE_DONE;
-        while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
-            json_t *p = json_object();
-            int bad = !p;
-            if (p) {
-                bad |= jset(p, "job_id", col_int(st, 0));
-                bad |= jset(p, "method", col_text(st, 1));
-                bad |= jset(p, "depth", col_int(st, 2));
-                bad |= jset(p, "lambda", col_real(st, 3));
-                bad |= jset(p, "target_cr", col_real(st, 4));
-                bad |= jset(p, "seed", col_int(st, 5));
-                bad |= jset(p, "cr", col_real(st, 6));
-                bad |= jset(p, "sparse_test_acc", col_real(st, 7));
-                bad |= jset(p, "test_acc", col_real(st, 8));
-                bad |= json_array_append_new(arr, p) != 0;
-            }
-            if (bad)
-                rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
-        }
+        while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW)
+            rc = fn(st, arr, ud, err);
         if (!rc && r != SQLITE_DONE)
-            rc = sqerr(err, c->db, "reading a sweep curve");
+            rc = sqerr(err, c->db, what);
         done(st);
     } else if (!rc) {
         rc = errc(err);
@@ -1925,6 +2034,32 @@ int dwf_store_sweep_curve(dwf_store *s, int64_t id, json_t **out, dwf_err *err)
     }
     *out = arr;
     return 0;
+}
+
+static int curve_row(sqlite3_stmt *st, json_t *arr, void *ud, dwf_err *err)
+{
+    (void)ud;
+    json_t *p = json_object();
+    int bad = !p;
+    if (p) {
+        bad |= jset(p, "job_id", col_int(st, 0));
+        bad |= jset(p, "method", col_text(st, 1));
+        bad |= jset(p, "depth", col_int(st, 2));
+        bad |= jset(p, "lambda", col_real(st, 3));
+        bad |= jset(p, "target_cr", col_real(st, 4));
+        bad |= jset(p, "seed", col_int(st, 5));
+        bad |= jset(p, "cr", col_real(st, 6));
+        bad |= jset(p, "sparse_test_acc", col_real(st, 7));
+        bad |= jset(p, "test_acc", col_real(st, 8));
+        bad |= json_array_append_new(arr, p) != 0;
+    }
+    return bad ? dwf_errorf(err, DWF_ENOMEM, "store: out of memory") : 0;
+}
+
+int dwf_store_sweep_curve(dwf_store *s, int64_t id, json_t **out, dwf_err *err)
+{
+    return sweep_rows(s, id, ST_SWEEP_CURVE, curve_row, NULL, "reading a sweep curve",
+                      out, err);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1984,4 +2119,402 @@ int dwf_store_thresholds_put(dwf_store *s, int64_t id, const json_t *rows,
 int dwf_store_thresholds_get(dwf_store *s, int64_t id, json_t **out, dwf_err *err)
 {
     return job_rows(s, ST_THR_GET, id, 0, 0, "reading thresholds", out, err);
+}
+
+int dwf_store_epoch_thresholds_put(dwf_store *s, int64_t id, int epoch,
+                                   const json_t *rows, dwf_err *err)
+{
+    if (!json_is_array(rows))
+        return dwf_errorf(err, DWF_EINVAL, "thresholds: an array of objects is required");
+    char *text = json_dumps(rows, JSON_COMPACT);
+    if (!text)
+        return dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+    conn *c;
+    int rc = wbegin(s, &c, err);
+    if (!rc) {
+        dwf_store_state state;
+        rc = job_state_on(c, id, &state, err);
+        sqlite3_stmt *st;
+        if (!rc && (st = prep(c, ST_ETHR_PUT, err))) {
+            sqlite3_bind_int64(st, 1, id);
+            sqlite3_bind_int(st, 2, epoch);
+            sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
+            sqlite3_bind_double(st, 4, now_unix());
+            rc = run(c, st, "storing an epoch's thresholds", err);
+        } else if (!rc) {
+            rc = errc(err);
+        }
+        rc = wend(s, rc, err);
+    }
+    free(text);
+    return rc;
+}
+
+int dwf_store_epoch_thresholds_get(dwf_store *s, int64_t id, int epoch,
+                                   json_t **out, dwf_err *err)
+{
+    json_t *rows = NULL;
+    int rc = job_rows(s, ST_ETHR_GET, id, 1, epoch, "reading an epoch's thresholds",
+                      &rows, err);
+    if (rc)
+        return rc;
+    json_t *curve = json_array_get(rows, 0);
+    if (!curve) {
+        json_decref(rows);
+        return dwf_errorf(err, DWF_STORE_NOTFOUND,
+                          "job %lld has no threshold curve at epoch %d", (long long)id,
+                          epoch);
+    }
+    json_incref(curve);
+    json_decref(rows);
+    *out = curve;
+    return 0;
+}
+
+int dwf_store_epoch_thresholds_list(dwf_store *s, int64_t id, json_t **out,
+                                    dwf_err *err)
+{
+    *out = NULL;
+    json_t *arr = json_array();
+    if (!arr)
+        return dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+    conn *c;
+    int rc = racquire(s, &c, err);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    sqlite3_stmt *st = prep(c, ST_ETHR_LIST, err);
+    if (!st) {
+        rc = errc(err);
+    } else {
+        sqlite3_bind_int64(st, 1, id);
+        int r;
+        while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW)
+            if (json_array_append_new(arr, json_integer(sqlite3_column_int(st, 0))))
+                rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+        if (!rc && r != SQLITE_DONE)
+            rc = sqerr(err, c->db, "listing an epoch's thresholds");
+        done(st);
+    }
+    rrelease(s, c);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+/* Groups threshold rows (job_id, json) by job: ud is the current job's
+ * points array (borrowed from arr). */
+static int thr_row(sqlite3_stmt *st, json_t *arr, void *ud, dwf_err *err)
+{
+    json_t **pts = ud;
+    int64_t jid = sqlite3_column_int64(st, 0);
+    json_t *last = json_array_get(arr, json_array_size(arr) - 1);
+    if (!*pts || json_integer_value(json_object_get(last, "job_id")) != jid) {
+        json_t *o = json_object(), *np = json_array();
+        if (!o || !np || json_array_append_new(arr, o) ||
+            jset(o, "job_id", json_integer(jid)) || jset(o, "points", np)) {
+            if (!o)
+                json_decref(np);
+            return dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+        }
+        *pts = np;
+    }
+    json_t *p = col_json(st, 1);
+    if (!p)
+        return dwf_errorf(err, DWF_EFORMAT, "store: thresholds of job %lld: stored JSON "
+                          "is malformed", (long long)jid);
+    if (json_array_append_new(*pts, p))
+        return dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+    return 0;
+}
+
+int dwf_store_sweep_thresholds(dwf_store *s, int64_t id, json_t **out,
+                               dwf_err *err)
+{
+    json_t *pts = NULL;
+    return sweep_rows(s, id, ST_SWEEP_THR, thr_row, &pts, "reading a sweep's thresholds",
+                      out, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* Search sweeps                                                       */
+
+int dwf_store_search_create(dwf_store *s, const char *name, const json_t *base,
+                            const json_t *search, const dwf_store_job_new *first,
+                            int64_t *sweep_id, int64_t *child_id, dwf_err *err)
+{
+    if (!base || !json_is_object(search) || !first)
+        return dwf_errorf(err, DWF_EINVAL, "store: search sweep without base, options "
+                          "or first run");
+    int rc = check_new(first, err);
+    if (rc)
+        return rc;
+    char *btext = json_dumps(base, JSON_COMPACT);
+    char *stext = json_dumps(search, JSON_COMPACT);
+    if (!btext || !stext) {
+        free(btext);
+        free(stext);
+        return dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+    }
+    double now = now_unix();
+    int64_t sid = 0, cid = 0;
+    conn *c;
+    rc = wbegin(s, &c, err);
+    if (!rc) {
+        sqlite3_stmt *st = prep(c, ST_SEARCH_INSERT, err);
+        if (!st) {
+            rc = errc(err);
+        } else {
+            sqlite3_bind_text(st, 1, name && *name ? name : "search", -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, btext, -1, SQLITE_STATIC);
+            sqlite3_bind_double(st, 3, now);
+            sqlite3_bind_text(st, 4, stext, -1, SQLITE_STATIC);
+            rc = run(c, st, "inserting a search sweep", err);
+            sid = sqlite3_last_insert_rowid(c->db);
+        }
+        if (!rc)
+            rc = insert_job(c, first, sid, NULL, now, &cid, err);
+        rc = wend(s, rc, err);
+    }
+    free(btext);
+    free(stext);
+    if (!rc) {
+        *sweep_id = sid;
+        if (child_id)
+            *child_id = cid;
+        emit(s, DWF_STORE_EV_CREATED, cid, sid);
+    }
+    return rc;
+}
+
+/* Accuracy of a finished child from its stored metrics: the first of
+ * keys present as a number, else NaN. */
+static double metric_of(const json_t *m, const char *const *keys)
+{
+    for (; *keys; keys++) {
+        json_t *v = json_object_get(m, *keys);
+        if (json_is_number(v))
+            return json_number_value(v);
+    }
+    return NAN;
+}
+
+int dwf_store_search_get(dwf_store *s, int64_t sweep_id, json_t **search,
+                         json_t **base, char state[16],
+                         dwf_store_search_run **runs, int *n, dwf_err *err)
+{
+    static const char *const val_keys[] = {"selected_val_acc", "sparse_val_acc", NULL};
+    static const char *const test_keys[] = {"selected_test_acc", "sparse_test_acc", NULL};
+    *search = NULL;
+    if (base)
+        *base = NULL;
+    *runs = NULL;
+    *n = 0;
+    state[0] = 0;
+    json_t *so = NULL, *bo = NULL;
+    dwf_store_search_run *arr = NULL;
+    int cnt = 0, cap = 0;
+    conn *c;
+    int rc = racquire(s, &c, err);
+    if (rc)
+        return rc;
+    rc = run_id(c, ST_BEGIN, "begin", err);
+    sqlite3_stmt *st;
+    if (!rc && (st = prep(c, ST_SEARCH_GET, err))) {
+        sqlite3_bind_int64(st, 1, sweep_id);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW) {
+            if (sqlite3_column_type(st, 0) == SQLITE_NULL) {
+                rc = dwf_errorf(err, DWF_EINVAL, "sweep %lld is not a search",
+                                (long long)sweep_id);
+            } else {
+                so = col_json(st, 0);
+                bo = col_json(st, 1);
+                const char *t = (const char *)sqlite3_column_text(st, 2);
+                snprintf(state, 16, "%s", t ? t : "");
+                if (!json_is_object(so) || !json_is_object(bo))
+                    rc = dwf_errorf(err, DWF_EFORMAT, "store: sweep %lld: stored "
+                                    "search is malformed", (long long)sweep_id);
+            }
+        } else if (r == SQLITE_DONE) {
+            rc = dwf_errorf(err, DWF_STORE_NOTFOUND, "sweep %lld not found",
+                            (long long)sweep_id);
+        } else {
+            rc = sqerr(err, c->db, "reading a search");
+        }
+        done(st);
+    } else if (!rc) {
+        rc = errc(err);
+    }
+    if (!rc && (st = prep(c, ST_SEARCH_RUNS, err))) {
+        sqlite3_bind_int64(st, 1, sweep_id);
+        int r = SQLITE_DONE;
+        while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
+            if (cnt == cap) {
+                int nc = cap ? 2 * cap : 16;
+                dwf_store_search_run *g = realloc(arr, (size_t)nc * sizeof *g);
+                if (!g) {
+                    rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+                    break;
+                }
+                arr = g;
+                cap = nc;
+            }
+            dwf_store_search_run *x = &arr[cnt++];
+            x->job_id = sqlite3_column_int64(st, 0);
+            x->lambda = sqlite3_column_double(st, 1);
+            int sv = dwf_store_state_parse((const char *)sqlite3_column_text(st, 2));
+            x->state = sv < 0 ? DWF_STORE_FAILED : (dwf_store_state)sv;
+            x->cr = sqlite3_column_type(st, 3) == SQLITE_NULL
+                        ? NAN : sqlite3_column_double(st, 3);
+            json_t *m = col_json(st, 4);
+            x->val_acc = metric_of(m, val_keys);
+            x->test_acc = metric_of(m, test_keys);
+            json_decref(m);
+        }
+        if (!rc && r != SQLITE_DONE)
+            rc = sqerr(err, c->db, "reading a search's runs");
+        done(st);
+    } else if (!rc) {
+        rc = errc(err);
+    }
+    if (!rc)
+        rc = run_id(c, ST_COMMIT, "commit", err);
+    rrelease(s, c);
+    if (rc) {
+        json_decref(so);
+        json_decref(bo);
+        free(arr);
+        return rc;
+    }
+    *search = so;
+    if (base)
+        *base = bo;
+    else
+        json_decref(bo);
+    *runs = arr;
+    *n = cnt;
+    return 0;
+}
+
+int dwf_store_search_add(dwf_store *s, int64_t sweep_id, int n_expected,
+                         const dwf_store_job_new *j, int64_t *job_id,
+                         int *added, dwf_err *err)
+{
+    *added = 0;
+    int rc = check_new(j, err);
+    if (rc)
+        return rc;
+    int64_t id = 0;
+    conn *c;
+    rc = wbegin(s, &c, err);
+    if (rc)
+        return rc;
+    int ok = 0;
+    sqlite3_stmt *st = prep(c, ST_SEARCH_GET, err);
+    if (!st) {
+        rc = errc(err);
+    } else {
+        sqlite3_bind_int64(st, 1, sweep_id);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW) {
+            const char *t = (const char *)sqlite3_column_text(st, 2);
+            ok = t && strcmp(t, "searching") == 0;
+        } else if (r == SQLITE_DONE) {
+            rc = dwf_errorf(err, DWF_STORE_NOTFOUND, "sweep %lld not found",
+                            (long long)sweep_id);
+        } else {
+            rc = sqerr(err, c->db, "reading a search");
+        }
+        done(st);
+    }
+    if (!rc && ok && (st = prep(c, ST_SEARCH_COUNT, err))) {
+        sqlite3_bind_int64(st, 1, sweep_id);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            ok = sqlite3_column_int64(st, 0) == n_expected &&
+                 sqlite3_column_int64(st, 1) == 0;
+        else
+            rc = sqerr(err, c->db, "counting a search's runs");
+        done(st);
+    } else if (!rc && ok) {
+        rc = errc(err);
+    }
+    if (!rc && ok)
+        rc = insert_job(c, j, sweep_id, NULL, now_unix(), &id, err);
+    rc = wend(s, rc, err);
+    if (!rc && ok) {
+        *added = 1;
+        if (job_id)
+            *job_id = id;
+        emit(s, DWF_STORE_EV_CREATED, id, sweep_id);
+    }
+    return rc;
+}
+
+int dwf_store_search_finish(dwf_store *s, int64_t sweep_id, const char *state,
+                            int64_t best_job, const char *message, dwf_err *err)
+{
+    conn *c;
+    int rc = wbegin(s, &c, err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = prep(c, ST_SEARCH_FINISH, err);
+    if (!st) {
+        rc = errc(err);
+    } else {
+        sqlite3_bind_int64(st, 1, sweep_id);
+        sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+        if (best_job > 0)
+            sqlite3_bind_int64(st, 3, best_job);
+        if (message)
+            sqlite3_bind_text(st, 4, message, -1, SQLITE_STATIC);
+        rc = run(c, st, "ending a search", err);
+    }
+    return wend(s, rc, err);
+}
+
+int dwf_store_search_active(dwf_store *s, int64_t **ids, int *n, dwf_err *err)
+{
+    *ids = NULL;
+    *n = 0;
+    int64_t *arr = NULL;
+    int cnt = 0, cap = 0;
+    conn *c;
+    int rc = racquire(s, &c, err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = prep(c, ST_SEARCH_ACTIVE, err);
+    if (!st) {
+        rc = errc(err);
+    } else {
+        int r;
+        while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
+            if (cnt == cap) {
+                int nc = cap ? 2 * cap : 8;
+                int64_t *g = realloc(arr, (size_t)nc * sizeof *g);
+                if (!g) {
+                    rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+                    break;
+                }
+                arr = g;
+                cap = nc;
+            }
+            arr[cnt++] = sqlite3_column_int64(st, 0);
+        }
+        if (!rc && r != SQLITE_DONE)
+            rc = sqerr(err, c->db, "listing searches");
+        done(st);
+    }
+    rrelease(s, c);
+    if (rc) {
+        free(arr);
+        return rc;
+    }
+    *ids = arr;
+    *n = cnt;
+    return 0;
 }

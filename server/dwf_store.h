@@ -157,6 +157,11 @@ void dwf_store_job_new_from_spec(dwf_store_job_new *j, const dwf_spec *spec);
 int dwf_store_job_create(dwf_store *s, const dwf_store_job_new *j,
                          int64_t *id, int *existed, dwf_err *err);
 
+/* The job created with idempotency key `key` into *id, or
+ * DWF_STORE_NOTFOUND when no job has it (a read; any thread). */
+int dwf_store_job_find_key(dwf_store *s, const char *key, int64_t *id,
+                           dwf_err *err);
+
 /* The job object of .notes/api.md (with "spec", "progress", "metrics",
  * "model", "links"). */
 int dwf_store_job_get(dwf_store *s, int64_t id, json_t **out, dwf_err *err);
@@ -346,6 +351,50 @@ int dwf_store_sweep_curve(dwf_store *s, int64_t id, json_t **out,
                           dwf_err *err);
 
 /* ------------------------------------------------------------------ */
+/* Target-CR search sweeps (dwf_sweep.h drives them)                   */
+
+/* Creates a search sweep: base is the user's spec (with its "search"),
+ * search the options object, first the first child. One transaction. */
+int dwf_store_search_create(dwf_store *s, const char *name, const json_t *base,
+                            const json_t *search, const dwf_store_job_new *first,
+                            int64_t *sweep_id, int64_t *child_id, dwf_err *err);
+
+/* One child of a search sweep, as the search reads it. */
+typedef struct dwf_store_search_run {
+    int64_t job_id;
+    double lambda;
+    dwf_store_state state;
+    double cr;          /* the stored (selected) model's CR; NaN when none */
+    double val_acc;     /* selected_val_acc, else sparse_val_acc; NaN when none */
+    double test_acc;    /* the stored model's sparse test accuracy */
+} dwf_store_search_run;
+
+/* A search sweep's stored options (*search, new reference), base spec
+ * (*base, new reference), search state (state[16]) and children in id
+ * order (*runs malloc'd, caller frees; *n). NOTFOUND when the sweep does
+ * not exist; DWF_EINVAL when it is a grid sweep. base may be NULL. */
+int dwf_store_search_get(dwf_store *s, int64_t sweep_id, json_t **search,
+                         json_t **base, char state[16],
+                         dwf_store_search_run **runs, int *n, dwf_err *err);
+
+/* Adds child j when the sweep is still 'searching', has exactly
+ * n_expected children and none of them is queued or running; else
+ * nothing and *added = 0. One transaction, so concurrent callers cannot
+ * add the same run twice. */
+int dwf_store_search_add(dwf_store *s, int64_t sweep_id, int n_expected,
+                         const dwf_store_job_new *j, int64_t *job_id,
+                         int *added, dwf_err *err);
+
+/* Ends a search that is still 'searching': its state ("reached",
+ * "budget", "unreachable", "canceled", "failed"), best child (0 = none)
+ * and a message. A search already ended is left as it is. */
+int dwf_store_search_finish(dwf_store *s, int64_t sweep_id, const char *state,
+                            int64_t best_job, const char *message, dwf_err *err);
+
+/* Ids of the searches still 'searching' (*ids malloc'd; caller frees). */
+int dwf_store_search_active(dwf_store *s, int64_t **ids, int *n, dwf_err *err);
+
+/* ------------------------------------------------------------------ */
 /* Thresholds (threshold sweep of a finished job)                      */
 
 /* Replaces job id's threshold rows with rows, a JSON array of objects
@@ -357,5 +406,23 @@ int dwf_store_thresholds_put(dwf_store *s, int64_t id, const json_t *rows,
  * when the job does not exist). */
 int dwf_store_thresholds_get(dwf_store *s, int64_t id, json_t **out,
                              dwf_err *err);
+
+/* Curves taken during training (thresholds.every): epoch's curve rows
+ * (an array, kept as JSON) replace any stored for that epoch. */
+int dwf_store_epoch_thresholds_put(dwf_store *s, int64_t id, int epoch,
+                                   const json_t *rows, dwf_err *err);
+/* The rows of epoch's curve; NOTFOUND when the job or that curve does not
+ * exist. */
+int dwf_store_epoch_thresholds_get(dwf_store *s, int64_t id, int epoch,
+                                   json_t **out, dwf_err *err);
+/* The epochs that have a curve, ascending, as a JSON array of integers. */
+int dwf_store_epoch_thresholds_list(dwf_store *s, int64_t id, json_t **out,
+                                    dwf_err *err);
+
+/* The end-of-run curves of a sweep's succeeded children: a JSON array of
+ * {"job_id", "points": [...]} in job id order (jobs without a curve are
+ * left out). NOTFOUND when the sweep does not exist. */
+int dwf_store_sweep_thresholds(dwf_store *s, int64_t id, json_t **out,
+                               dwf_err *err);
 
 #endif

@@ -2,12 +2,22 @@
  * dwfd.c - the dwf training daemon: flags and config file, the store, the
  * worker pool and the HTTP server; SIGTERM/SIGINT shut it down cleanly
  * (running jobs checkpoint and resume at the next start).
+ *
+ * Cores: of the C cores this process may run on, --serve-cores S (default
+ * 1 when C >= 2, else 0) are kept free of training for the HTTP server and
+ * its clients; the other C - S (at least 1) are the training cores, split
+ * over the workers by the pool (dwf_pool.h). BLAS is set to one thread
+ * once, here: OpenBLAS's thread count is global to the process, and a job
+ * trains in parallel through its batch slices (train.threads, capped at its
+ * worker's share), so the workers together never use more threads than
+ * the training cores.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,6 +36,7 @@
 #include "dwf_job.h"
 #include "dwf_pool.h"
 #include "dwf_store.h"
+#include "dwf_sweep.h"
 
 #define MAX_LIST 64
 
@@ -33,7 +44,8 @@ typedef struct options {
     char listen[256];
     char db[1024];
     int workers;
-    int blas_threads;     /* 0 = max(1, cores / workers) */
+    int blas_threads;     /* obsolete: only 1 is meaningful (0 = not given) */
+    int serve_cores;      /* -1 = 1 when the machine has >= 2 cores, else 0 */
     int max_queue;
     long long max_body;
     const char *roots[MAX_LIST];
@@ -56,7 +68,15 @@ static const char usage_text[] =
     "  --listen HOST:PORT      address to serve (default 127.0.0.1:8080; port 0 = any)\n"
     "  --db PATH               SQLite database (default ./var/dwf.db, created)\n"
     "  --workers N             training worker threads (default 1; 0 = queue only)\n"
-    "  --blas-threads N        OpenBLAS threads (default max(1, cores / workers))\n"
+    "  --serve-cores N         cores kept free of training for the HTTP server\n"
+    "                          and its clients (default 1 with 2 or more cores,\n"
+    "                          else 0); the other cores are split over the\n"
+    "                          workers, and a job trains min(train.threads, its\n"
+    "                          worker's share) batch slices in parallel, each\n"
+    "                          with single-threaded BLAS. 0 = fastest training,\n"
+    "                          but HTTP load then slows the running jobs\n"
+    "  --blas-threads N        obsolete: dwfd always runs BLAS single-threaded\n"
+    "                          (values other than 1 are ignored with a warning)\n"
     "  --max-queue N           queued jobs before 429 (default 1000)\n"
     "  --max-body BYTES        largest request body before 413 (default 1048576)\n"
     "  --data-root DIR         folder specs may read data from (repeatable;\n"
@@ -160,6 +180,10 @@ static int set_option(options *o, const char *name, const char *value,
         if (parse_int(value, 1, 256, &v))
             BAD("--blas-threads must be an integer from 1 to 256");
         o->blas_threads = (int)v;
+    } else if (!strcmp(name, "serve-cores")) {
+        if (parse_int(value, 0, 1024, &v))
+            BAD("--serve-cores must be an integer from 0 to 1024");
+        o->serve_cores = (int)v;
     } else if (!strcmp(name, "max-queue")) {
         if (parse_int(value, 1, 10000000, &v))
             BAD("--max-queue must be an integer from 1 to 10000000");
@@ -341,7 +365,21 @@ static int open_listener(const char *spec, int *ipv6, char *shown, size_t n)
     return fd;
 }
 
-/* The store's listener forwards to the HTTP server while it exists. */
+/* Cores this process may run on (its affinity mask, so taskset and
+ * cpusets are respected), at least 1. */
+static int usable_cores(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* The store's listener forwards to the HTTP server while it exists. The
+ * mutex is recursive: the server's handler may write to the store (the
+ * next run of a target-CR search), which emits again on the same thread. */
 typedef struct event_fanout {
     pthread_mutex_t mu;
     dwf_http *http;
@@ -368,6 +406,7 @@ int main(int argc, char **argv)
     o.max_queue = 1000;
     o.max_body = 1048576;
     o.checkpoint_every = -1;
+    o.serve_cores = -1;
     o.sse_ping = 15;
 
     static const struct option longopts[] = {
@@ -375,6 +414,7 @@ int main(int argc, char **argv)
         {"db", required_argument, 0, 'd'},
         {"workers", required_argument, 0, 'w'},
         {"blas-threads", required_argument, 0, 'b'},
+        {"serve-cores", required_argument, 0, 's'},
         {"max-queue", required_argument, 0, 'q'},
         {"max-body", required_argument, 0, 'm'},
         {"data-root", required_argument, 0, 'r'},
@@ -451,14 +491,18 @@ int main(int argc, char **argv)
     }
     if (o.n_roots == 0)
         o.roots[o.n_roots++] = "/usr/share/datasets";
-    if (o.blas_threads == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        if (cores < 1)
-            cores = 1;
-        o.blas_threads = (int)(cores / (o.workers > 0 ? o.workers : 1));
-        if (o.blas_threads < 1)
-            o.blas_threads = 1;
+    int cores = usable_cores();
+    int serve_cores = o.serve_cores >= 0 ? o.serve_cores : cores >= 2 ? 1 : 0;
+    int train_cores = cores - serve_cores;
+    if (train_cores < 1) {
+        log_stderr(NULL, "--serve-cores %d leaves no core of %d for training: "
+                   "jobs train with one thread", serve_cores, cores);
+        train_cores = 1;
     }
+    if (o.blas_threads > 1)
+        log_stderr(NULL, "--blas-threads %d ignored: dwfd runs BLAS "
+                   "single-threaded and trains in parallel through batch "
+                   "slices (train.threads, --serve-cores)", o.blas_threads);
 
     /* Signals: handled by sigwait() in this thread only. */
     sigset_t sigs;
@@ -469,7 +513,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     json_object_seed(0);
-    dwf_blas_threads(o.blas_threads);
+    /* global to the process: one thread, parallelism is in the slices */
+    dwf_blas_threads(1);
 
     int ipv6 = 0;
     char shown[300] = "";
@@ -487,7 +532,7 @@ int main(int argc, char **argv)
         close(fd);
         return 1;
     }
-    event_fanout fan = {PTHREAD_MUTEX_INITIALIZER, NULL};
+    event_fanout fan = {PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP, NULL};
     dwf_store_set_listener(store, on_store_event, &fan);
     int requeued = 0;
     if (dwf_store_requeue_running(store, &requeued, &err)) {
@@ -502,6 +547,7 @@ int main(int argc, char **argv)
 
     dwf_pool_config pc = {
         .workers = o.workers,
+        .train_cores = train_cores,
         .checkpoint_every = o.checkpoint_every,
         .roots = o.roots,
         .n_roots = o.n_roots,
@@ -543,6 +589,10 @@ int main(int argc, char **argv)
     pthread_mutex_lock(&fan.mu);
     fan.http = http;
     pthread_mutex_unlock(&fan.mu);
+    /* target-CR searches whose next run was not yet created (a run ended
+     * while dwfd was stopped or killed) */
+    if (dwf_sweep_search_resume(store, (const char *const *)o.roots, o.n_roots, &err))
+        fprintf(stderr, "dwfd: resuming searches: %s\n", err.msg);
     if (dwf_http_listen(http, &err)) {
         fprintf(stderr, "dwfd: %s\n", err.msg);
         pthread_mutex_lock(&fan.mu);
@@ -557,8 +607,11 @@ int main(int argc, char **argv)
 
     printf("dwfd listening on http://%s\n", shown);
     fflush(stdout);
-    log_stderr(NULL, "serving http://%s (db %s, %d worker(s), %d BLAS thread(s))",
-               shown, o.db, o.workers, o.blas_threads);
+    log_stderr(NULL, "serving http://%s (db %s, %d worker(s); %d core(s): %d "
+               "for training, %d kept for serving; a job trains with up to "
+               "%d thread(s), BLAS single-threaded)", shown, o.db, o.workers,
+               cores, train_cores, serve_cores,
+               dwf_pool_budget(pool, 0));
 
     int sig = 0;
     sigwait(&sigs, &sig);

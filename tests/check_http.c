@@ -18,6 +18,7 @@
 #include <time.h>
 #include <ctype.h>
 #include <dirent.h>
+#include <sched.h>
 
 #include "dwf_http.h"
 #include "dwf_sparse.h"
@@ -752,7 +753,7 @@ START_TEST(test_select)
         "{\"name\": \"select\", \"data\": {\"train_subset\": 1000, \"test_subset\": 500,"
         " \"validation\": 0.25}, \"model\": {\"arch\": \"mlp\", \"hidden\": [32]},"
         " \"train\": {\"epochs\": 2, \"lambda\": 0.01, \"lr\": 0.2},"
-        " \"select\": {\"max_drop\": 0.05}}";
+        " \"select\": {\"max_drop\": 0.05}, \"thresholds\": {\"every\": 1}}";
     int64_t id = submit(d, spec, NULL, 201);
     char *st = wait_state(d, id, NULL, 120);
     ck_assert_str_eq(st, "succeeded");
@@ -784,7 +785,165 @@ START_TEST(test_select)
         ck_assert(json_is_number(json_object_get(pt, "val_acc")));
     }
     ck_assert_int_eq(n_sel, 1);
+    /* thresholds.every = 1: a curve after epoch 1 (the end's is above) */
+    json_t *ep = json_object_get(r.json, "epochs");
+    ck_assert_int_eq((int)json_array_size(ep), 1);
+    ck_assert_int_eq(json_integer_value(json_array_get(ep, 0)), 1);
+    double last_thr = json_number_value(json_object_get(json_array_get(pts, 0), "threshold"));
     resp_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%lld/thresholds?epoch=1", (long long)id);
+    http(d, "GET", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(r.json, "epoch")), 1);
+    pts = json_object_get(r.json, "points");
+    ck_assert_int_ge((int)json_array_size(pts), 2);
+    /* the first point is the eps model, as at the end */
+    ck_assert(json_number_value(json_object_get(json_array_get(pts, 0), "threshold")) ==
+              last_thr);
+    for (size_t i = 0; i < json_array_size(pts); i++)
+        ck_assert(json_is_number(json_object_get(json_array_get(pts, i), "val_acc")));
+    resp_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%lld/thresholds?epoch=2", (long long)id);
+    expect_error(d, "GET", path, NULL, NULL, 404, "not_found", NULL);
+    snprintf(path, sizeof path, "/v1/jobs/%lld/thresholds?epoch=0", (long long)id);
+    expect_error(d, "GET", path, NULL, NULL, 400, "invalid_request", "epoch");
+    expect_error(d, "POST", "/v1/jobs", "{\"thresholds\": {\"every\": 99}}", NULL, 400,
+                 "invalid_spec", "thresholds.every");
+}
+END_TEST
+
+/* Blobs in 16 dimensions as CSV rows "label,x0,...,x15". */
+static void write_blobs_csv(const char *path, int n, uint64_t noise_seed)
+{
+    dwf_dataset b;
+    tu_make_blobs(&b, n, 16, 4, 1.0, 3, noise_seed);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "%d", b.y[i]);
+        for (int j = 0; j < 16; j++)
+            fprintf(f, ",%.9g", b.x_f32[(size_t)i * 16 + j]);
+        fprintf(f, "\n");
+    }
+    ck_assert_int_eq(fclose(f), 0);
+    dwf_dataset_free(&b);
+}
+
+/* A target-CR search: POST /v1/jobs with "search" creates a search sweep
+ * whose runs come one at a time until one is within tolerance. */
+START_TEST(test_search)
+{
+    daemon_t *d = &main_d;
+    char train[200], test[200], spec[1200];
+    snprintf(train, sizeof train, "%s/blobs-train.csv", main_dir);
+    snprintf(test, sizeof test, "%s/blobs-test.csv", main_dir);
+    write_blobs_csv(train, 800, 4);
+    write_blobs_csv(test, 200, 5);
+    snprintf(spec, sizeof spec,
+             "{\"name\": \"cr8\", \"data\": {\"dataset\": \"csv\", \"train\": \"%s\","
+             " \"test\": \"%s\", \"validation\": 0.25, \"normalize\": \"none\"},"
+             " \"model\": {\"arch\": \"mlp\", \"hidden\": [48], \"depth\": 3},"
+             " \"train\": {\"epochs\": 40, \"batch_size\": 32, \"lr\": 0.3}, \"seed\": 11,"
+             " \"search\": {\"target_cr\": 8, \"budget\": 10, \"lambda_min\": 0.001,"
+             " \"lambda_max\": 1}}", train, test);
+    resp r;
+    http(d, "POST", "/v1/jobs", spec, NULL, &r);
+    ck_assert_msg(r.status == 201, "%ld %s", r.status, r.body);
+    ck_assert_str_eq(json_string_value(json_object_get(r.json, "kind")), "search");
+    int64_t sid = json_integer_value(json_object_get(r.json, "id"));
+    char loc[64], want[64], path[96];
+    ck_assert_ptr_nonnull(resp_header(&r, "Location", loc, sizeof loc));
+    snprintf(want, sizeof want, "/v1/sweeps/%lld", (long long)sid);
+    ck_assert_str_eq(loc, want);
+    json_t *runs = json_object_get(json_object_get(r.json, "search"), "runs");
+    ck_assert_int_eq((int)json_array_size(runs), 1); /* one run at a time */
+    resp_free(&r);
+
+    snprintf(path, sizeof path, "/v1/sweeps/%lld", (long long)sid);
+    double t0 = now_s();
+    const char *state = NULL;
+    for (;;) {
+        http(d, "GET", path, NULL, NULL, &r);
+        ck_assert_int_eq(r.status, 200);
+        json_t *so = json_object_get(r.json, "search");
+        state = json_string_value(json_object_get(so, "state"));
+        int active = 0;
+        json_t *rr = json_object_get(so, "runs");
+        for (size_t i = 0; i < json_array_size(rr); i++) {
+            const char *st = json_string_value(json_object_get(json_array_get(rr, i), "state"));
+            active += !strcmp(st, "queued") || !strcmp(st, "running");
+        }
+        ck_assert_int_le(active, 1);
+        if (state && strcmp(state, "searching") != 0)
+            break;
+        resp_free(&r);
+        ck_assert_msg(now_s() - t0 < (tu_sanitized() ? 600 : 180), "search did not end");
+        sleep_ms(100);
+    }
+    json_t *so = json_object_get(r.json, "search");
+    runs = json_object_get(so, "runs");
+    size_t n = json_array_size(runs);
+    ck_assert_msg(!strcmp(state, "reached"), "search %s: %s", state,
+                  json_string_value(json_object_get(so, "message")));
+    ck_assert(n >= 1 && n <= 10);
+    int64_t best = json_integer_value(json_object_get(so, "best_job_id"));
+    int found = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(runs, i);
+        double lam = json_number_value(json_object_get(x, "lambda"));
+        ck_assert(lam >= 0.001 && lam <= 1);
+        ck_assert_str_eq(json_string_value(json_object_get(x, "state")), "succeeded");
+        if (json_integer_value(json_object_get(x, "job_id")) == best) {
+            found = 1;
+            ck_assert(json_is_true(json_object_get(x, "within")));
+            double cr = json_number_value(json_object_get(x, "cr"));
+            ck_assert(cr >= 7.2 && cr <= 8.8);
+        }
+    }
+    ck_assert(found);
+    ck_assert(json_is_string(json_object_get(so, "message")));
+    resp_free(&r);
+    /* the best run's model is there to download */
+    snprintf(path, sizeof path, "/v1/jobs/%lld/model?format=json", (long long)best);
+    http(d, "GET", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    resp_free(&r);
+    /* the sweep list tells searches from grids */
+    http(d, "GET", "/v1/sweeps", NULL, NULL, &r);
+    json_t *sw = json_object_get(r.json, "sweeps");
+    int seen = 0;
+    for (size_t i = 0; i < json_array_size(sw); i++) {
+        json_t *x = json_array_get(sw, i);
+        if (json_integer_value(json_object_get(x, "id")) == sid) {
+            seen = 1;
+            ck_assert_str_eq(json_string_value(json_object_get(x, "kind")), "search");
+        }
+    }
+    ck_assert(seen);
+    resp_free(&r);
+
+    /* bad searches name their field */
+    expect_error(d, "POST", "/v1/jobs", "{\"search\": {}}", NULL, 400, "invalid_spec",
+                 "search.target_cr");
+    expect_error(d, "POST", "/v1/jobs",
+                 "{\"method\": \"magnitude\", \"search\": {\"target_cr\": 5}}", NULL,
+                 400, "invalid_spec", "search");
+    expect_error(d, "POST", "/v1/jobs",
+                 "{\"search\": {\"target_cr\": 5, \"lambda_min\": 0.1, \"lambda_max\": 0.01}}",
+                 NULL, 400, "invalid_spec", "search.lambda_max");
+    expect_error(d, "POST", "/v1/jobs",
+                 "{\"train\": {\"lambda\": 0.9}, \"search\": {\"target_cr\": 5}}", NULL,
+                 400, "invalid_spec", "train.lambda");
+    expect_error(d, "POST", "/v1/jobs", "{\"search\": {\"target_cr\": 5, \"budget\": 0}}",
+                 NULL, 400, "invalid_spec", "search.budget");
+    const char *key[] = {"Idempotency-Key: k-search", NULL};
+    expect_error(d, "POST", "/v1/jobs", "{\"search\": {\"target_cr\": 5}}", key, 400,
+                 "invalid_request", "Idempotency-Key");
+    expect_error(d, "POST", "/v1/sweeps",
+                 "{\"base\": {\"search\": {\"target_cr\": 5}}, \"grid\": {\"seed\": [1]}}",
+                 NULL, 400, "invalid_spec", "grid");
+    expect_error(d, "POST", "/v1/sweeps", "{\"base\": {\"search\": {\"target_cr\": 0.5}}}",
+                 NULL, 400, "invalid_spec", "base.search.target_cr");
 }
 END_TEST
 
@@ -1037,6 +1196,23 @@ START_TEST(test_sweep)
         double a = json_number_value(json_object_get(json_array_get(sp, 0), "cr"));
         double b = json_number_value(json_object_get(json_array_get(sp, 1), "cr"));
         ck_assert(a <= b);
+    }
+    /* the threshold curve of every child, beside the lambda curve */
+    json_t *ts = json_object_get(r.json, "threshold_series");
+    ck_assert_int_eq((int)json_array_size(ts), 4);
+    for (size_t i = 0; i < 4; i++) {
+        json_t *t = json_array_get(ts, i);
+        ck_assert_int_eq(json_integer_value(json_object_get(t, "job_id")), ids[i]);
+        ck_assert(json_is_string(json_object_get(t, "label")));
+        json_t *tp = json_object_get(t, "points");
+        ck_assert_int_ge((int)json_array_size(tp), 1);
+        double prev = 0;
+        for (size_t k = 0; k < json_array_size(tp); k++) {
+            json_t *q = json_object_get(json_array_get(tp, k), "cr");
+            double cr = json_is_number(q) ? json_number_value(q) : INFINITY;
+            ck_assert(cr >= prev); /* monotone in CR */
+            prev = cr;
+        }
     }
     resp_free(&r);
     snprintf(path, sizeof path, "/v1/sweeps/%lld/curve.csv", (long long)sid);
@@ -1491,9 +1667,26 @@ START_TEST(test_queue_full)
     daemon_t d;
     start_daemon(&d, db, extra);
     char *spec = tiny_spec("q", 1);
-    for (int i = 0; i < 3; i++)
+    const char *key1[] = {"Idempotency-Key: full-1", NULL};
+    const char *key2[] = {"Idempotency-Key: full-2", NULL};
+    int64_t keyed = submit(&d, spec, key1, 201);
+    for (int i = 0; i < 2; i++)
         submit(&d, spec, NULL, 201);
     expect_error(&d, "POST", "/v1/jobs", spec, NULL, 429, "queue_full", NULL);
+    /* with the queue full, a repeated key still returns its job (200), a
+     * new key is refused */
+    ck_assert_int_eq(submit(&d, spec, key1, 200), keyed);
+    expect_error(&d, "POST", "/v1/jobs", spec, key2, 429, "queue_full", NULL);
+    /* a key whose job has finished: still that job */
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%lld/cancel", (long long)keyed);
+    resp cr;
+    http(&d, "POST", path, NULL, NULL, &cr);
+    ck_assert_int_eq(cr.status, 200);
+    resp_free(&cr);
+    submit(&d, spec, NULL, 201); /* full again */
+    ck_assert_int_eq(submit(&d, spec, key1, 200), keyed);
+    expect_error(&d, "POST", "/v1/jobs", spec, key2, 429, "queue_full", NULL);
     expect_error(&d, "POST", "/v1/sweeps",
                  "{\"base\": {}, \"grid\": {\"seed\": [1, 2]}}", NULL, 429,
                  "queue_full", NULL);
@@ -1575,6 +1768,7 @@ START_TEST(test_bad_flags)
         {"--workers", "-1", NULL},  {"--workers", "x", NULL},
         {"--bogus", NULL, NULL},    {"--max-body", "12", NULL},
         {"--listen", "nowhere", NULL}, {"--config", "/nonexistent/dwfd.conf", NULL},
+        {"--serve-cores", "-1", NULL}, {"--serve-cores", "x", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char cmd[700];
@@ -1605,6 +1799,118 @@ START_TEST(test_bad_flags)
     free(spec);
     stop_ok(&d);
     unlink(conf);
+    rm_dir(dir);
+}
+END_TEST
+
+/* ---- thread budget ------------------------------------------------------------ */
+
+/* The "started on worker W (... T training thread(s) of a budget of B)"
+ * line of job id in the daemon's log, waiting for it up to 20 s. */
+static int job_started(const char *log, int64_t id, int *w, int *t, int *b)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "job %lld started on worker ", (long long)id);
+    for (int tries = 0; tries < 200; tries++) {
+        FILE *f = fopen(log, "r");
+        char line[1024];
+        int found = 0;
+        while (f && !found && fgets(line, sizeof line, f)) {
+            char *p = strstr(line, pat);
+            const char *q = p ? strstr(p, "executor, ") : NULL;
+            found = p && q && sscanf(p + strlen(pat), "%d", w) == 1 &&
+                    sscanf(q, "executor, %d training thread(s) of a budget of %d",
+                           t, b) == 2;
+        }
+        if (f)
+            fclose(f);
+        if (found)
+            return 0;
+        sleep_ms(100);
+    }
+    return -1;
+}
+
+static int log_has(const char *log, const char *text)
+{
+    FILE *f = fopen(log, "r");
+    char line[1024];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, text) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+static int usable_cores(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    ck_assert_int_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    return CPU_COUNT(&set);
+}
+
+/* Submits a tiny job with train.threads = threads and checks the thread
+ * count it started with against the budget its worker should have:
+ * budget(w) = train_cores / workers (+1 for w < the remainder), 1..8. */
+static void check_budget(const daemon_t *d, int threads, int train_cores, int workers)
+{
+    char spec[512];
+    snprintf(spec, sizeof spec,
+             "{\"name\": \"budget\", \"data\": {\"train_subset\": 500, \"test_subset\": 200},"
+             " \"model\": {\"arch\": \"mlp\", \"hidden\": [16]},"
+             " \"train\": {\"epochs\": 1, \"threads\": %d}}", threads);
+    int64_t id = submit(d, spec, NULL, 201);
+    int w = -1, t = -1, b = -1;
+    ck_assert_msg(job_started(d->log, id, &w, &t, &b) == 0,
+                  "no start line for job %lld in %s", (long long)id, d->log);
+    ck_assert(w >= 0 && w < workers);
+    int want = train_cores / workers + (w < train_cores % workers);
+    want = want < 1 ? 1 : want > 8 ? 8 : want;
+    ck_assert_msg(b == want, "worker %d: budget %d, want %d", w, b, want);
+    ck_assert_int_eq(t, threads < b ? threads : b);
+    char *st = wait_state(d, id, NULL, tu_sanitized() ? 120 : 60);
+    ck_assert_str_eq(st, "succeeded");
+    free(st);
+}
+
+/* A job trains min(train.threads, its worker's share of the training
+ * cores) batch slices: the cores minus --serve-cores, split over the
+ * workers; --blas-threads is obsolete (warned about, not fatal). */
+START_TEST(test_thread_budget)
+{
+    int cores = usable_cores();
+    char dir[128], db[200];
+    temp_dir(dir, sizeof dir);
+
+    /* every core for training, split over two workers */
+    snprintf(db, sizeof db, "%s/a.db", dir);
+    const char *ea[] = {"--workers", "2", "--serve-cores", "0", "--blas-threads", "2",
+                        NULL};
+    daemon_t d;
+    start_daemon(&d, db, ea);
+    ck_assert_msg(log_has(d.log, "--blas-threads 2 ignored"), "no warning in %s", d.log);
+    check_budget(&d, 8, cores, 2);
+    check_budget(&d, 8, cores, 2);
+    stop_ok(&d);
+
+    /* the default keeps one core for serving when there are two or more */
+    snprintf(db, sizeof db, "%s/b.db", dir);
+    const char *eb[] = {"--workers", "1", NULL};
+    start_daemon(&d, db, eb);
+    int train = cores >= 2 ? cores - 1 : 1;
+    check_budget(&d, 8, train, 1);
+    check_budget(&d, 1, train, 1);
+    stop_ok(&d);
+
+    /* more serving cores than there are: training still gets one */
+    snprintf(db, sizeof db, "%s/c.db", dir);
+    const char *ec[] = {"--workers", "1", "--serve-cores", "1024", NULL};
+    start_daemon(&d, db, ec);
+    ck_assert(log_has(d.log, "leaves no core"));
+    check_budget(&d, 8, 1, 1);
+    stop_ok(&d);
     rm_dir(dir);
 }
 END_TEST
@@ -1720,6 +2026,7 @@ Suite *http_suite(void)
     tcase_add_test(api, test_cancel_running);
     tcase_add_test(api, test_select);
     tcase_add_test(api, test_sweep);
+    tcase_add_test(api, test_search);
     tcase_add_test(api, test_failing_jobs);
     tcase_add_test(api, test_misc_routes);
     tcase_add_test(api, test_openapi);
@@ -1735,6 +2042,7 @@ Suite *http_suite(void)
     tcase_add_test(q, test_queue_full);
     tcase_add_test(q, test_auth);
     tcase_add_test(q, test_bad_flags);
+    tcase_add_test(q, test_thread_budget);
     suite_add_tcase(s, q);
 
     TCase *rec = tcase_create("recovery");

@@ -585,9 +585,10 @@ END_TEST
 
 /* ---- the schema --------------------------------------------------------- */
 
-#define N_REFS 4
+#define N_REFS 5
 static const char *const ref_specs[N_REFS] = {
     "{}",
+    "{\"search\": {\"target_cr\": 10}}",
     "{\"data\": {\"dataset\": \"csv\", \"train\": \"a.csv\", \"test\": \"b.csv\"}}",
     "{\"data\": {\"validation\": 0.1}, \"select\": {}}",
     "{\"model\": {\"arch\": \"custom\", \"layers\": [{\"type\": \"conv2d\", \"filters\": 4,"
@@ -710,9 +711,9 @@ START_TEST(test_schema)
         covered(refs[i], schema, "");
     }
     int checked = walk(schema, "", refs);
-    /* 5 top-level, 7 data, 6 model, 16 train, 7 prune, 2 select and 3 of
-     * the layers */
-    ck_assert_int_eq(checked, 46);
+    /* 5 top-level, 7 data, 6 model, 16 train, 7 prune, 2 select, 4 search,
+     * 2 thresholds and 3 of the layers */
+    ck_assert_int_eq(checked, 52);
     /* the ranges are the parser's: test a few bounds from the schema */
     json_t *props = json_object_get(schema, "properties");
     json_t *depth = json_object_get(json_object_get(json_object_get(props, "model"),

@@ -343,6 +343,14 @@ START_TEST(t_idempotency)
     int64_t counts[DWF_STORE_NSTATES];
     ck_assert_int_eq(dwf_store_count(s, counts, &e), 0);
     ck_assert_int_eq(counts[DWF_STORE_QUEUED], 2);
+    /* lookup by key: the job that has it, NOTFOUND for an unused one */
+    int64_t f = 0;
+    ck_assert_int_eq(dwf_store_job_find_key(s, "abc", &f, &e), 0);
+    ck_assert_int_eq(f, a);
+    ck_assert_int_eq(dwf_store_job_find_key(s, "abd", &f, &e), 0);
+    ck_assert_int_eq(f, c);
+    ck_assert_int_eq(dwf_store_job_find_key(s, "abe", &f, &e), DWF_STORE_NOTFOUND);
+    ck_assert_int_eq(dwf_store_job_find_key(s, "", &f, &e), DWF_STORE_NOTFOUND);
     dwf_store_close(s);
 }
 END_TEST
@@ -949,6 +957,206 @@ START_TEST(t_thresholds)
 }
 END_TEST
 
+/* A v1 database (schema/001_init.sql only) with a grid sweep migrates
+ * forward keeping its rows; the sweep reads back as kind "grid". */
+START_TEST(t_migrate_from_v1)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/a/b", tmpdir);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    FILE *f = fopen("schema/001_init.sql", "rb");
+    ck_assert_ptr_nonnull(f);
+    static char sql[65536];
+    size_t n = fread(sql, 1, sizeof sql - 1, f);
+    fclose(f);
+    sql[n] = 0;
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db,
+                                  "INSERT INTO sweeps (name, base, grid, created_at)"
+                                  " VALUES ('old', '{}', '{\"seed\":[1]}', 1);"
+                                  "PRAGMA user_version = 1;",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    dwf_store *s = open_ok();
+    dwf_err e = {0};
+    int v = 0;
+    ck_assert_int_eq(dwf_store_schema_version(s, &v, &e), 0);
+    ck_assert_int_eq(v, dwf_store_latest_version());
+    ck_assert_int_ge(v, 2);
+    json_t *sw;
+    ck_assert_int_eq(dwf_store_sweep_get(s, 1, &sw, &e), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(sw, "name")), "old");
+    ck_assert_str_eq(json_string_value(json_object_get(sw, "kind")), "grid");
+    ck_assert_ptr_null(json_object_get(sw, "search"));
+    json_decref(sw);
+    dwf_store_close(s);
+}
+END_TEST
+
+/* Search sweeps: one run at a time, added atomically; ending is final. */
+START_TEST(t_search)
+{
+    dwf_store *s = open_ok();
+    dwf_err e = {0};
+    json_t *base = json_pack("{s:s,s:{s:f}}", "name", "srch", "search", "target_cr", 10.0);
+    json_t *opts = json_pack("{s:f,s:f,s:i}", "target_cr", 10.0, "tolerance", 0.1,
+                             "budget", 4);
+    dwf_store_job_new j = {0};
+    j.spec_json = SPEC;
+    j.name = "srch 1";
+    j.method = "dwf";
+    j.depth = 3;
+    j.lambda = 0.01;
+    int64_t sid = 0, c1 = 0, c2 = 0;
+    ck_assert_int_eq(dwf_store_search_create(s, "srch", base, opts, &j, &sid, &c1, &e), 0);
+    json_t *so, *bo;
+    dwf_store_search_run *runs;
+    int n;
+    char st[16];
+    ck_assert_int_eq(dwf_store_search_get(s, sid, &so, &bo, st, &runs, &n, &e), 0);
+    ck_assert_str_eq(st, "searching");
+    ck_assert(json_equal(so, opts) && json_equal(bo, base));
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(runs[0].job_id, c1);
+    ck_assert_int_eq(runs[0].state, DWF_STORE_QUEUED);
+    ck_assert(isnan(runs[0].cr) && isnan(runs[0].val_acc));
+    free(runs);
+    json_decref(so);
+    json_decref(bo);
+    /* no second run while the first is queued, nor with a stale count */
+    int added = 1;
+    j.lambda = 0.02;
+    ck_assert_int_eq(dwf_store_search_add(s, sid, 1, &j, &c2, &added, &e), 0);
+    ck_assert_int_eq(added, 0);
+    /* the first run succeeds with a selected model: CR and accuracies */
+    dwf_store_claim cl;
+    ck_assert_int_eq(dwf_store_job_claim(s, &cl, &e), 0);
+    dwf_store_claim_free(&cl);
+    json_t *fin = json_pack("{s:i,s:f,s:f,s:f,s:f}", "epoch", 3, "sparse_val_acc", 0.5,
+                            "selected_val_acc", 0.75, "sparse_test_acc", 0.7,
+                            "selected_test_acc", 0.72);
+    uint8_t blob[8] = {0};
+    dwf_store_model md = {.blob = blob, .len = sizeof blob, .nonzero = 10, .weights = 120,
+                          .cr = 12.0, .final_metrics = fin};
+    ck_assert_int_eq(dwf_store_job_succeed(s, c1, &md, &e), 0);
+    json_decref(fin);
+    ck_assert_int_eq(dwf_store_search_add(s, sid, 0, &j, &c2, &added, &e), 0);
+    ck_assert_int_eq(added, 0); /* stale count: someone added already */
+    ck_assert_int_eq(dwf_store_search_add(s, sid, 1, &j, &c2, &added, &e), 0);
+    ck_assert_int_eq(added, 1);
+    ck_assert_int_gt(c2, c1);
+    ck_assert_int_eq(dwf_store_search_get(s, sid, &so, NULL, st, &runs, &n, &e), 0);
+    ck_assert_int_eq(n, 2);
+    ck_assert(runs[0].cr == 12.0 && runs[0].val_acc == 0.75 && runs[0].test_acc == 0.72);
+    ck_assert(runs[1].lambda == 0.02 && runs[1].state == DWF_STORE_QUEUED);
+    free(runs);
+    json_decref(so);
+    int64_t *ids;
+    ck_assert_int_eq(dwf_store_search_active(s, &ids, &n, &e), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(ids[0], sid);
+    free(ids);
+    /* ending is final: a second end and later adds change nothing */
+    ck_assert_int_eq(dwf_store_search_finish(s, sid, "reached", c1, "done", &e), 0);
+    ck_assert_int_eq(dwf_store_search_finish(s, sid, "budget", 0, "again", &e), 0);
+    json_t *sw;
+    ck_assert_int_eq(dwf_store_sweep_get(s, sid, &sw, &e), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(sw, "kind")), "search");
+    json_t *sj = json_object_get(sw, "search");
+    ck_assert_str_eq(json_string_value(json_object_get(sj, "state")), "reached");
+    ck_assert_int_eq(json_integer_value(json_object_get(sj, "best_job_id")), c1);
+    ck_assert_str_eq(json_string_value(json_object_get(sj, "message")), "done");
+    json_t *rr = json_object_get(sj, "runs");
+    ck_assert_int_eq((int)json_array_size(rr), 2);
+    ck_assert(json_is_false(json_object_get(json_array_get(rr, 0), "within"))); /* 12 vs 10 */
+    json_decref(sw);
+    ck_assert_int_eq(dwf_store_search_active(s, &ids, &n, &e), 0);
+    ck_assert_int_eq(n, 0);
+    free(ids);
+    ck_assert_int_eq(dwf_store_search_add(s, sid, 2, &j, &c2, &added, &e), 0);
+    ck_assert_int_eq(added, 0);
+    /* a grid sweep is not a search */
+    int64_t gid;
+    json_t *grid = json_object();
+    ck_assert_int_eq(dwf_store_sweep_create(s, "g", base, grid, &j, 1, &gid, NULL, &e), 0);
+    ck_assert_int_eq(dwf_store_search_get(s, gid, &so, NULL, st, &runs, &n, &e), DWF_EINVAL);
+    ck_assert_int_eq(dwf_store_search_get(s, gid + 100, &so, NULL, st, &runs, &n, &e),
+                     DWF_STORE_NOTFOUND);
+    json_decref(grid);
+    json_decref(base);
+    json_decref(opts);
+    dwf_store_close(s);
+}
+END_TEST
+
+/* Curves taken during training, and a sweep's end-of-run curves. */
+START_TEST(t_epoch_thresholds)
+{
+    dwf_store *s = open_ok();
+    dwf_err e = {0};
+    int64_t id = mkjob(s, "t", 0, NULL);
+    json_t *c1 = json_pack("[{s:f,s:f}]", "threshold", 1e-7, "cr", 1.0);
+    json_t *c2 = json_pack("[{s:f,s:f},{s:f,s:f}]", "threshold", 1e-7, "cr", 2.0,
+                           "threshold", 1e-6, "cr", 5.0);
+    ck_assert_int_eq(dwf_store_epoch_thresholds_put(s, id, 2, c2, &e), 0);
+    ck_assert_int_eq(dwf_store_epoch_thresholds_put(s, id, 1, c1, &e), 0);
+    ck_assert_int_eq(dwf_store_epoch_thresholds_put(s, id, 1, c1, &e), 0); /* replaces */
+    json_t *out;
+    ck_assert_int_eq(dwf_store_epoch_thresholds_list(s, id, &out, &e), 0);
+    ck_assert_int_eq((int)json_array_size(out), 2);
+    ck_assert_int_eq(json_integer_value(json_array_get(out, 0)), 1);
+    ck_assert_int_eq(json_integer_value(json_array_get(out, 1)), 2);
+    json_decref(out);
+    ck_assert_int_eq(dwf_store_epoch_thresholds_get(s, id, 2, &out, &e), 0);
+    ck_assert(json_equal(out, c2));
+    json_decref(out);
+    ck_assert_int_eq(dwf_store_epoch_thresholds_get(s, id, 3, &out, &e), DWF_STORE_NOTFOUND);
+    ck_assert_int_eq(dwf_store_epoch_thresholds_get(s, id + 9, 1, &out, &e),
+                     DWF_STORE_NOTFOUND);
+    ck_assert_int_eq(dwf_store_epoch_thresholds_put(s, id + 9, 1, c1, &e), DWF_STORE_NOTFOUND);
+    /* deleting the job deletes its curves */
+    ck_assert_int_eq(dwf_store_job_set_state(s, id, DWF_STORE_CANCELED, NULL, &e), 0);
+    ck_assert_int_eq(dwf_store_job_delete(s, id, &e), 0);
+    ck_assert_int_eq(raw_count("SELECT count(*) FROM epoch_thresholds"), 0);
+    /* a sweep's curves: succeeded children with a curve, in id order */
+    json_t *base = json_object(), *grid = json_object();
+    dwf_store_job_new jn[2] = {{0}};
+    for (int i = 0; i < 2; i++) {
+        jn[i].spec_json = SPEC;
+        jn[i].method = "dwf";
+        jn[i].depth = 2;
+    }
+    int64_t sid, kids[2];
+    ck_assert_int_eq(dwf_store_sweep_create(s, "g", base, grid, jn, 2, &sid, kids, &e), 0);
+    for (int i = 0; i < 2; i++) {
+        dwf_store_claim cl;
+        ck_assert_int_eq(dwf_store_job_claim(s, &cl, &e), 0);
+        dwf_store_claim_free(&cl);
+    }
+    uint8_t blob[4] = {0};
+    dwf_store_model md = {.blob = blob, .len = 4, .nonzero = 1, .weights = 2, .cr = 2};
+    ck_assert_int_eq(dwf_store_job_succeed(s, kids[1], &md, &e), 0);
+    ck_assert_int_eq(dwf_store_thresholds_put(s, kids[1], c2, &e), 0);
+    ck_assert_int_eq(dwf_store_thresholds_put(s, kids[0], c1, &e), 0); /* still running */
+    ck_assert_int_eq(dwf_store_sweep_thresholds(s, sid, &out, &e), 0);
+    ck_assert_int_eq((int)json_array_size(out), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(out, 0), "job_id")),
+                     kids[1]);
+    ck_assert(json_equal(json_object_get(json_array_get(out, 0), "points"), c2));
+    json_decref(out);
+    ck_assert_int_eq(dwf_store_sweep_thresholds(s, sid + 5, &out, &e), DWF_STORE_NOTFOUND);
+    json_decref(base);
+    json_decref(grid);
+    json_decref(c1);
+    json_decref(c2);
+    dwf_store_close(s);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* WAL: readers are not blocked by a writer                            */
 
@@ -1092,6 +1300,9 @@ static Suite *store_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, t_migrate);
+    tcase_add_test(tc, t_migrate_from_v1);
+    tcase_add_test(tc, t_search);
+    tcase_add_test(tc, t_epoch_thresholds);
     tcase_add_test(tc, t_too_new);
     tcase_add_test(tc, t_job_object);
     tcase_add_test(tc, t_list_pages);

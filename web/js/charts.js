@@ -1,6 +1,7 @@
 // charts.js - the dashboard's charts on uPlot (web/vendor/uplot): training
 // curves against epoch, the per-layer density bars, and the sweep's
-// sparsity-accuracy scatter with its Pareto front and hover card.
+// sparsity-accuracy plot (λ curve, Pareto front, threshold curves, search
+// target) with its legend and hover card.
 import uPlot from '../vendor/uplot/uPlot.esm.js';
 import { fmt, h } from './util.js';
 
@@ -87,7 +88,8 @@ function padRange(min, max, lo, hi) {
   return [a, b];
 }
 
-// A chart of series against epoch. spec: {series: [{label, color, dash}],
+// A chart of series against epoch. spec: {series: [{label, color, dash,
+// only (points without a line)}],
 // ylog, yfmt, ylo, yhi, ylabel, xlabel, xlog, xfmt, height}. Returns
 // {set(data) where data = [xs, ys1, ys2, ...], destroy(), u}.
 export function lineChart(el, spec) {
@@ -117,7 +119,14 @@ export function lineChart(el, spec) {
     ],
     series: [
       { label: spec.xlabel || 'epoch', value: legendValue(xfmt) },
-      ...spec.series.map((s) => ({
+      ...spec.series.map((s) => (s.only ? {
+        label: s.label,
+        stroke: s.color,
+        width: 2,
+        paths: () => null,
+        points: { show: true, size: 13, width: 2.5, stroke: s.color, fill: 'rgba(255,255,255,0)' },
+        value: legendValue(yfmt),
+      } : {
         label: s.label,
         stroke: s.color,
         width: 2,
@@ -131,6 +140,7 @@ export function lineChart(el, spec) {
   };
   const data = [[], ...spec.series.map(() => [])];
   const u = new uPlot(opts, data, el);
+  el.uplot = u; // for the browser test and the console
   const unfit = fit(u, el, height);
   return {
     u,
@@ -218,18 +228,120 @@ export function densityChart(el, height = 220) {
   };
 }
 
-// The sparsity-accuracy curve of a sweep: sparse test accuracy against CR
-// (log x), one series per (method, depth), the Pareto front as a wide band
-// under them. Hovering a point shows its job, λ, CR and accuracy; clicking
-// opens the job. el.dataset.points is the number of points drawn.
-export function sweepChart(el, height = 340) {
-  let points = []; // sorted by cr: {cr, acc, job_id, lambda, method, depth, seed, target_cr, pareto, s}
-  let groups = [];
+// '#2563eb' -> 'rgba(37, 99, 235, a)'
+function rgba(hex, a) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${n >> 16}, ${(n >> 8) & 255}, ${n & 255}, ${a})`;
+}
+
+const KINDS = [
+  ['lambda', 'λ curve', 'one point per finished job (its stored model), a line per method and depth'],
+  ['threshold', 'threshold curves', 'each job’s collapsed weights cut at growing magnitude thresholds'],
+  ['pareto', 'Pareto front', 'no other job is both sparser and more accurate'],
+  ['target', 'search target', 'target CR of the λ search and its tolerance'],
+];
+
+// The sparsity-accuracy plot of a sweep: sparse test accuracy against CR
+// (log x) with two kinds of series. The "λ curve": one point per finished
+// job, a line per (method, depth), the Pareto front as a wide band under
+// them. The "threshold curves": one thin dashed line per job, its
+// collapsed weights cut at growing thresholds (GET v1/sweeps/{id}/curve,
+// threshold_series), drawn under the λ curve in the colour of its group.
+// A λ search adds its target band and numbers its runs in order. The
+// legend below the plot toggles kinds and groups. Hovering a point shows
+// its job; clicking opens it. el.uplot is the uPlot instance (its series
+// carry kind, group and job_id); el.dataset has the counts.
+export function sweepChart(el, height = 360) {
+  let points = []; // every drawn point: {cr, acc, kind: 'lambda'|'threshold', si (uPlot series), job_id, ...}
+  let groups = []; // [{key, method, depth, label}]
+  let curves = []; // threshold series: [{job_id, label, key, pts}]
+  let search = null; // {target_cr, tolerance, runs, best_job_id}
+  let sig = '';
+  const hidden = new Set(); // 'kind:threshold', 'group:dwf|3', ...
   let u = null;
   let unfit = () => {};
   const tip = h('div', { class: 'chart-tip', hidden: true });
   const ring = h('div', { class: 'chart-ring', hidden: true });
+  const legend = h('div', { class: 'chart-legend', role: 'group', 'aria-label': 'series shown' });
   let hot = null;
+
+  const groupColor = (key) => {
+    const i = groups.findIndex((g) => g.key === key);
+    return COLORS[(i < 0 ? 0 : i) % COLORS.length];
+  };
+  const shown = (kind, key) => !hidden.has('kind:' + kind) && !(key && hidden.has('group:' + key));
+
+  // x range: the data and the search's target band
+  function xRange(uu) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const v of uu.data[0] || []) {
+      if (v > 0) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    }
+    if (search && search.target_cr > 0 && shown('target')) {
+      const tol = search.tolerance > 0 ? search.tolerance : 0;
+      lo = Math.min(lo, search.target_cr * (1 - tol));
+      hi = Math.max(hi, search.target_cr * (1 + tol));
+    }
+    return lo === Infinity ? logRange(null) : logRange(lo, hi);
+  }
+
+  // the target CR of a λ search: its tolerance band and a dashed line
+  function drawTarget(uu) {
+    if (!search || !(search.target_cr > 0) || !shown('target')) return;
+    const c = uu.ctx;
+    const { left, top, width, height: ht } = uu.bbox;
+    const tol = search.tolerance > 0 ? search.tolerance : 0;
+    const x0 = Math.max(left, uu.valToPos(search.target_cr * (1 - tol), 'x', true));
+    const x1 = Math.min(left + width, uu.valToPos(search.target_cr * (1 + tol), 'x', true));
+    const xt = uu.valToPos(search.target_cr, 'x', true);
+    const dpr = devicePixelRatio;
+    c.save();
+    c.fillStyle = 'rgba(124, 58, 237, 0.08)';
+    if (x1 > x0) c.fillRect(x0, top, x1 - x0, ht);
+    if (xt >= left && xt <= left + width) {
+      c.strokeStyle = 'rgba(124, 58, 237, 0.75)';
+      c.lineWidth = 1.5 * dpr;
+      c.setLineDash([6 * dpr, 4 * dpr]);
+      c.beginPath();
+      c.moveTo(xt, top);
+      c.lineTo(xt, top + ht);
+      c.stroke();
+      c.setLineDash([]);
+      c.fillStyle = '#6d28d9';
+      c.font = `600 ${Math.round(11 * dpr)}px system-ui, sans-serif`;
+      c.textAlign = xt > left + width / 2 ? 'right' : 'left';
+      c.textBaseline = 'top';
+      c.fillText(`target ${fmt.cr(search.target_cr)}`, xt + (c.textAlign === 'left' ? 5 : -5) * dpr, top + 4 * dpr);
+    }
+    c.restore();
+  }
+
+  // the search's runs numbered in the order they ran; the best one ringed
+  function drawRuns(uu) {
+    if (!search || !Array.isArray(search.runs) || !shown('lambda')) return;
+    const c = uu.ctx;
+    const dpr = devicePixelRatio;
+    c.save();
+    c.font = `600 ${Math.round(10 * dpr)}px system-ui, sans-serif`;
+    c.textBaseline = 'bottom';
+    c.textAlign = 'left';
+    search.runs.forEach((r, i) => {
+      if (!(r.cr > 0) || typeof r.test_acc !== 'number') return;
+      const x = uu.valToPos(r.cr, 'x', true);
+      const y = uu.valToPos(r.test_acc, 'y', true);
+      if (r.job_id === search.best_job_id) {
+        c.strokeStyle = r.within ? '#059669' : '#d97706'; // best hit, or closest run
+        c.lineWidth = 2 * dpr;
+        c.beginPath();
+        c.arc(x, y, 8 * dpr, 0, 2 * Math.PI);
+        c.stroke();
+      }
+      c.fillStyle = '#334155';
+      c.fillText(String(i + 1), x + 6 * dpr, y - 4 * dpr);
+    });
+    c.restore();
+  }
 
   function build() {
     if (u) { unfit(); u.destroy(); }
@@ -237,25 +349,47 @@ export function sweepChart(el, height = 340) {
       { label: 'CR' },
       {
         label: 'Pareto front',
+        kind: 'pareto',
         stroke: 'rgba(245, 158, 11, 0.38)',
         width: 9,
         spanGaps: true,
         points: { show: true, size: 15, width: 2, stroke: '#d97706', fill: 'rgba(255,255,255,0)' },
       },
-      ...groups.map((g, i) => ({
-        label: g.label,
-        stroke: COLORS[i % COLORS.length],
-        width: 1.5,
-        spanGaps: true,
-        points: { show: true, size: 8, width: 1, stroke: '#fff', fill: COLORS[i % COLORS.length] },
-      })),
+      // under the λ curve: thin dashed lines in the colour of their group
+      ...curves.map((c) => {
+        const col = groupColor(c.key);
+        return {
+          label: c.label,
+          kind: 'threshold',
+          group: c.key,
+          job_id: c.job_id,
+          stroke: rgba(col, 0.55),
+          width: 1.25,
+          dash: [5, 4],
+          spanGaps: true,
+          points: { show: true, size: 4, width: 1, stroke: rgba(col, 0.7), fill: rgba(col, 0.7) },
+        };
+      }),
+      ...groups.map((g) => {
+        const col = groupColor(g.key);
+        return {
+          label: g.label,
+          kind: 'lambda',
+          group: g.key,
+          stroke: col,
+          width: 1.5,
+          spanGaps: true,
+          points: { show: true, size: 8, width: 1, stroke: '#fff', fill: col },
+        };
+      }),
     ];
+    for (const s of series.slice(1)) s.show = shown(s.kind, s.group);
     const opts = {
       width: Math.max(200, el.clientWidth || 600),
       height,
       cursor: { x: false, y: false, points: { show: false }, drag: { x: false, y: false, setScale: false } },
       scales: {
-        x: { time: false, distr: 3, log: 10, range: (uu) => dataLogRange(uu) },
+        x: { time: false, distr: 3, log: 10, range: (uu) => xRange(uu) },
         y: { range: (uu, mn, mx) => padRange(mn, mx, 0, 1) },
       },
       axes: [
@@ -263,7 +397,8 @@ export function sweepChart(el, height = 340) {
         { ...AXIS, label: 'sparse test accuracy', labelSize: 18, size: 54, values: (uu, vals) => vals.map((v) => fmt.pct(v, 0)) },
       ],
       series,
-      legend: { live: false },
+      legend: { show: false },
+      hooks: { drawAxes: [drawTarget], draw: [drawRuns] },
     };
     u = new uPlot(opts, data(), el);
     el.uplot = u; // for the browser test and the console
@@ -271,14 +406,58 @@ export function sweepChart(el, height = 340) {
     u.over.addEventListener('mousemove', hover);
     u.over.addEventListener('mouseleave', () => show(null));
     u.over.addEventListener('click', () => { if (hot) location.hash = '#/jobs/' + hot.job_id; });
+    el.append(legend); // below the plot
     unfit = fit(u, el, height);
   }
 
+  // aligned columns: x = every point's CR, one column per series
   function data() {
     const xs = points.map((p) => p.cr);
-    const front = points.map((p) => (p.pareto ? p.acc : null));
-    const ys = groups.map((g, gi) => points.map((p) => (p.s === gi ? p.acc : null)));
-    return [xs, front, ...ys];
+    const cols = [xs, points.map((p) => (p.kind === 'lambda' && p.pareto ? p.acc : null))];
+    const n = 2 + curves.length + groups.length;
+    for (let s = 2; s < n; s++) cols.push(points.map((p) => (p.si === s ? p.acc : null)));
+    return cols;
+  }
+
+  function renderLegend() {
+    const has = {
+      lambda: points.some((p) => p.kind === 'lambda'),
+      threshold: curves.length > 0,
+      pareto: points.some((p) => p.kind === 'lambda' && p.pareto),
+      target: !!(search && search.target_cr > 0),
+    };
+    const item = (key, glyph, text, title, style) => {
+      const on = !hidden.has(key);
+      const [type, val] = key.split(':');
+      return h('button', {
+        type: 'button', class: 'lg-item' + (on ? '' : ' off'), title, 'aria-pressed': on ? 'true' : 'false',
+        dataset: { [type]: val }, onclick: () => toggle(key),
+      }, h('span', { class: 'lg-glyph ' + glyph, style }), text);
+    };
+    const kinds = KINDS.filter(([k]) => has[k]).map(([k, label, title]) => {
+      const n = k === 'threshold' ? ` (${curves.length})` : '';
+      return item('kind:' + k, 'lg-' + k, label + n, title);
+    });
+    const gs = groups.map((g) => item('group:' + g.key, 'lg-group', g.label, `show or hide ${g.label}`,
+      { background: groupColor(g.key) }));
+    legend.replaceChildren(h('div', { class: 'lg-row' }, kinds), gs.length > 1 ? h('div', { class: 'lg-row' }, gs) : '');
+  }
+
+  function toggle(key) {
+    if (hidden.has(key)) hidden.delete(key);
+    else hidden.add(key);
+    if (u) {
+      u.batch(() => {
+        for (let i = 1; i < u.series.length; i++) {
+          const s = u.series[i];
+          const want = shown(s.kind, s.group);
+          if (s.show !== want) u.setSeries(i, { show: want });
+        }
+      });
+      u.setData(data()); // new ranges: the target band may widen x
+    }
+    if (hot) show(null);
+    renderLegend();
   }
 
   function hover(ev) {
@@ -286,20 +465,25 @@ export function sweepChart(el, height = 340) {
     const r = u.over.getBoundingClientRect();
     const mx = ev.clientX - r.left;
     const my = ev.clientY - r.top;
+    // a job's own point before the threshold points near it
     let best = null;
-    let bd = 18 * 18;
-    for (const p of points) {
-      if (!u.series[p.s + 2].show) continue;
-      const dx = u.valToPos(p.cr, 'x') - mx;
-      const dy = u.valToPos(p.acc, 'y') - my;
-      const d = dx * dx + dy * dy;
-      if (d < bd) { bd = d; best = p; }
+    for (const [kind, rad] of [['lambda', 18], ['threshold', 10]]) {
+      let bd = rad * rad;
+      for (const p of points) {
+        if (p.kind !== kind || !u.series[p.si].show) continue;
+        const dx = u.valToPos(p.cr, 'x') - mx;
+        const dy = u.valToPos(p.acc, 'y') - my;
+        const d = dx * dx + dy * dy;
+        if (d < bd) { bd = d; best = p; }
+      }
+      if (best) break;
     }
     show(best);
   }
 
   function show(p) {
     hot = p;
+    if (!u) return;
     u.over.style.cursor = p ? 'pointer' : '';
     if (!p) { tip.hidden = true; ring.hidden = true; return; }
     const x = u.valToPos(p.cr, 'x');
@@ -307,13 +491,24 @@ export function sweepChart(el, height = 340) {
     ring.hidden = false;
     ring.style.left = x + 'px';
     ring.style.top = y + 'px';
-    tip.replaceChildren(
-      h('div', { class: 'tip-title' }, `job #${p.job_id}`, p.pareto ? h('span', { class: 'tip-star' }, ' ★ Pareto') : ''),
-      h('div', null, `${p.method} · D=${p.depth}${p.seed != null ? ' · seed ' + p.seed : ''}`),
-      h('div', null, 'λ = ', h('b', null, fmt.num(p.lambda)), p.target_cr != null ? ` · target CR ${fmt.num(p.target_cr)}` : ''),
-      h('div', null, 'CR ', h('b', null, fmt.cr(p.cr)), ' · acc ', h('b', null, fmt.pct(p.acc, 2))),
-      h('div', { class: 'tip-hint' }, 'click to open the job'),
-    );
+    if (p.kind === 'threshold') {
+      tip.replaceChildren(
+        h('div', { class: 'tip-title' }, `job #${p.job_id}`, h('span', { class: 'tip-kind' }, ' · threshold curve')),
+        h('div', null, p.label || `${p.method} · D=${p.depth}`),
+        h('div', null, '|w| < ', h('b', null, fmt.num(p.threshold)), p.selected ? h('span', { class: 'tip-star' }, ' · selected model') : ''),
+        h('div', null, 'CR ', h('b', null, fmt.cr(p.cr)), ' · test ', h('b', null, fmt.pct(p.acc, 2)),
+          typeof p.val_acc === 'number' ? ` · val ${fmt.pct(p.val_acc, 2)}` : ''),
+        h('div', { class: 'tip-hint' }, 'click to open the job'),
+      );
+    } else {
+      tip.replaceChildren(
+        h('div', { class: 'tip-title' }, `job #${p.job_id}`, p.pareto ? h('span', { class: 'tip-star' }, ' ★ Pareto') : ''),
+        h('div', null, `${p.method} · D=${p.depth}${p.seed != null ? ' · seed ' + p.seed : ''}`),
+        h('div', null, 'λ = ', h('b', null, fmt.num(p.lambda)), p.target_cr != null ? ` · target CR ${fmt.num(p.target_cr)}` : ''),
+        h('div', null, 'CR ', h('b', null, fmt.cr(p.cr)), ' · acc ', h('b', null, fmt.pct(p.acc, 2))),
+        h('div', { class: 'tip-hint' }, 'click to open the job'),
+      );
+    }
     tip.hidden = false;
     const w = u.over.clientWidth;
     tip.style.left = (x > w / 2 ? x - 12 - tip.offsetWidth : x + 12) + 'px';
@@ -322,28 +517,60 @@ export function sweepChart(el, height = 340) {
 
   return {
     get u() { return u; },
-    // curve: the body of GET v1/sweeps/{id}/curve
-    set(curve) {
+    // curve: the body of GET v1/sweeps/{id}/curve; s: the sweep's "search"
+    // (null for a grid sweep)
+    set(curve, s = null) {
       const keyOf = (p) => `${p.method}|${p.depth}`;
       const gmap = new Map();
-      const pts = [];
-      for (const p of curve.points || []) {
-        if (typeof p.cr !== 'number' || typeof p.sparse_test_acc !== 'number') continue;
+      const addGroup = (p) => {
         const k = keyOf(p);
         if (!gmap.has(k)) gmap.set(k, { key: k, method: p.method, depth: p.depth });
-        pts.push({ ...p, acc: p.sparse_test_acc, k });
+        return k;
+      };
+      const lam = [];
+      for (const p of curve.points || []) {
+        if (typeof p.cr !== 'number' || !(p.cr > 0) || typeof p.sparse_test_acc !== 'number') continue;
+        lam.push({ ...p, kind: 'lambda', acc: p.sparse_test_acc, key: addGroup(p) });
+      }
+      const cs = [];
+      for (const t of Array.isArray(curve.threshold_series) ? curve.threshold_series : []) {
+        const pts = (Array.isArray(t.points) ? t.points : [])
+          .filter((q) => typeof q.cr === 'number' && q.cr > 0 && Number.isFinite(q.cr) && typeof q.test_acc === 'number')
+          .sort((a, b) => (a.threshold ?? 0) - (b.threshold ?? 0) || a.cr - b.cr);
+        const kept = [];
+        for (const q of pts) { // one point per CR: equal CRs are the same model
+          const last = kept[kept.length - 1];
+          if (last && last.cr === q.cr) { if (q.selected) last.selected = true; continue; }
+          kept.push({ ...q });
+        }
+        if (!kept.length) continue;
+        const key = addGroup(t);
+        const label = t.label || `${t.method} D=${t.depth} λ=${fmt.num(t.lambda)}`;
+        cs.push({ job_id: t.job_id, key, label, pts: kept.map((q) => ({
+          ...q, kind: 'threshold', acc: q.test_acc, job_id: t.job_id, key, label, method: t.method, depth: t.depth, lambda: t.lambda,
+        })) });
       }
       const gs = [...gmap.values()].sort((a, b) => (a.method === b.method ? a.depth - b.depth : a.method < b.method ? -1 : 1));
-      gs.forEach((g, i) => { g.label = `${g.method} D=${g.depth}`; g.i = i; });
-      for (const p of pts) p.s = gs.findIndex((g) => g.key === p.k);
-      pts.sort((a, b) => a.cr - b.cr || a.acc - b.acc || a.job_id - b.job_id);
-      const same = gs.length === groups.length && gs.every((g, i) => g.key === groups[i].key);
+      gs.forEach((g) => { g.label = `${g.method} D=${g.depth}`; });
+      const gi = new Map(gs.map((g, i) => [g.key, i]));
+      cs.sort((a, b) => gi.get(a.key) - gi.get(b.key) || a.job_id - b.job_id);
+      cs.forEach((c, i) => { for (const q of c.pts) q.si = 2 + i; });
+      for (const p of lam) p.si = 2 + cs.length + gi.get(p.key);
+      const pts = [...lam, ...cs.flatMap((c) => c.pts)];
+      pts.sort((a, b) => a.cr - b.cr || a.si - b.si || a.acc - b.acc || a.job_id - b.job_id);
+      const nsig = gs.map((g) => g.key).join(',') + ';' + cs.map((c) => c.job_id).join(',');
       points = pts;
       groups = gs;
-      if (!u || !same) build();
+      curves = cs;
+      search = s && typeof s === 'object' ? s : null;
+      if (!u || nsig !== sig) build();
       else u.setData(data());
-      el.dataset.points = String(points.length);
+      sig = nsig;
+      renderLegend();
+      el.dataset.points = String(lam.length);
       el.dataset.series = String(groups.length);
+      el.dataset.thresholdSeries = String(curves.length);
+      el.dataset.thresholdPoints = String(pts.length - lam.length);
     },
     color(key) {
       const i = groups.findIndex((g) => g.key === key);

@@ -4,6 +4,9 @@
 // numbers as comma-separated text, other arrays as JSON. Only the fields
 // that differ from their default are sent; the server validates and its
 // error ({"error": {"field": "train.lr", ...}}) is shown at that field.
+// A spec with `search` (a target CR) makes dwfd search λ over a sweep of
+// runs: the new-job form then opens that sweep, and the new-sweep form has
+// a "λ search" mode beside the grid.
 import { api } from './api.js';
 import { errorBox, h, toast } from './util.js';
 
@@ -19,9 +22,17 @@ const same = (a, b) => (typeof a === 'number' && typeof b === 'number'
   ? Math.abs(a - b) <= 1e-12 * Math.max(Math.abs(a), Math.abs(b))
   : JSON.stringify(a) === JSON.stringify(b));
 
+// the text up to the first '.' or ';' (outside parentheses) before a space
 function firstSentence(text, max = 120) {
   if (!text) return '';
-  let s = text.split(/(?<=[.;])\s/)[0];
+  let s = text;
+  let depth = 0;
+  for (let i = 0; i < text.length - 1; i++) {
+    const c = text[i];
+    if (c === '(') depth++;
+    else if (c === ')') depth = Math.max(0, depth - 1);
+    else if ((c === '.' || c === ';') && depth === 0 && /\s/.test(text[i + 1])) { s = text.slice(0, i + 1); break; }
+  }
   if (s.length > max) s = s.slice(0, max - 1).replace(/\s+\S*$/, '') + '…';
   return s;
 }
@@ -113,6 +124,8 @@ export class SchemaForm {
     const id = `f${++uid}`;
     const def = p.default;
     const full = this.prefix + path;
+    // required in its object (search.target_cr): no "optional" tag, no "auto"
+    const req = Array.isArray(node.schema.required) && node.schema.required.includes(key);
     let input;
     if (kind === 'enum') {
       input = h('select', { id, name: full }, p.enum.map((v) => h('option', { value: String(v) }, String(v))));
@@ -122,7 +135,7 @@ export class SchemaForm {
     } else if (kind === 'int' || kind === 'num') {
       input = h('input', {
         id, name: full, type: 'number', step: kind === 'int' ? '1' : 'any', inputmode: kind === 'int' ? 'numeric' : 'decimal',
-        min: p.minimum, max: p.maximum, value: def !== undefined ? String(def) : '', placeholder: def === undefined ? 'auto' : null,
+        min: p.minimum, max: p.maximum, value: def !== undefined ? String(def) : '', placeholder: def === undefined && !req ? 'auto' : null,
       });
     } else if (kind === 'str') {
       input = h('input', { id, name: full, type: 'text', maxlength: p.maxLength, value: def ?? '', spellcheck: 'false' });
@@ -145,7 +158,7 @@ export class SchemaForm {
         h('div', { class: 'field-help', title: p.description || '' }, hint), err)
       : h('div', { class: 'field' + (kind === 'json' ? ' field-wide' : ''), dataset: { path: full } },
         h('label', { for: id, class: 'field-label', title: p.description || '' }, key,
-          def === undefined ? h('span', { class: 'opt-tag' }, 'optional') : ''),
+          def === undefined && !req ? h('span', { class: 'opt-tag' }, 'optional') : ''),
         input,
         h('div', { class: 'field-help', title: p.description || '' }, hint), err);
     const f = { key, path, full, kind, def, schema: p, input, wrap, err, node };
@@ -320,6 +333,7 @@ export function newJobPage(ctx) {
     const update = () => {
       const { spec, errors } = sf.collect();
       pv.pre.textContent = errors.length ? errors.map(([p, m]) => `${p}: ${m}`).join('\n') : JSON.stringify(spec, null, 2);
+      bar.btn.textContent = spec.search ? 'Start λ search' : 'Start job';
     };
     const sf = new SchemaForm(schema, { onChange: update });
     const bar = submitBar('Start job');
@@ -339,9 +353,14 @@ export function newJobPage(ctx) {
       }
       bar.btn.disabled = true;
       try {
-        const job = await api('v1/jobs', { method: 'POST', body: spec });
-        toast(`Job #${job.id} created`);
-        location.hash = `#/jobs/${job.id}`;
+        const r = await api('v1/jobs', { method: 'POST', body: spec });
+        if (Array.isArray(r.jobs) || r.search) { // a λ search: dwfd answers with its sweep
+          toast(`λ search #${r.id} started`);
+          location.hash = `#/sweeps/${r.id}`;
+        } else {
+          toast(`Job #${r.id} created`);
+          location.hash = `#/jobs/${r.id}`;
+        }
       } catch (e) {
         const at = sf.showError(e.field, e.message);
         bar.msg.className = 'form-msg form-msg-error';
@@ -378,7 +397,7 @@ const GRID = [
 ];
 
 export function newSweepPage(ctx) {
-  const body = formShell(ctx, 'New sweep', 'One job per combination of the grid values, each from the base spec.');
+  const body = formShell(ctx, 'New sweep', 'One job per combination of the grid values, or a search of λ for a target compression ratio, each run from the base spec.');
   (async () => {
     let schema;
     try {
@@ -415,7 +434,33 @@ export function newSweepPage(ctx) {
     }
     const count = h('div', { class: 'sweep-count', id: 'sweep-count' });
     const pv = preview();
-    const sf = new SchemaForm(schema, { prefix: 'base.', exclude: ['name'], onChange: () => update() });
+    // λ search: the spec's `search` object, shown in "search" mode only
+    const searchSchema = schema.properties && schema.properties.search;
+    const hasSearch = !!(searchSchema && searchSchema.properties);
+    const sf = new SchemaForm(schema, { prefix: 'base.', exclude: ['name', 'search'], onChange: () => update() });
+    const searchForm = hasSearch ? new SchemaForm({ properties: { search: searchSchema } }, { prefix: 'base.', onChange: () => update() }) : null;
+    let mode = hasSearch && ctx.params.get('mode') === 'search' ? 'search' : 'grid';
+    const gridHelp = h('p', { class: 'section-help' });
+    const modeSwitch = h('div', { class: 'segmented mode-switch', role: 'tablist', 'aria-label': 'kind of sweep', hidden: !hasSearch },
+      [['grid', 'Grid of runs'], ['search', 'λ search (target CR)']].map(([m, label]) => h('button', {
+        type: 'button', class: 'seg', role: 'tab', dataset: { mode: m }, onclick: () => setMode(m),
+      }, label)));
+
+    function setMode(m) {
+      mode = m;
+      for (const b of modeSwitch.querySelectorAll('button')) {
+        b.classList.toggle('active', b.dataset.mode === m);
+        b.setAttribute('aria-selected', b.dataset.mode === m ? 'true' : 'false');
+      }
+      for (const f of gridFields) if (f.key) f.wrap.hidden = m === 'search';
+      if (searchForm) searchForm.el.hidden = m !== 'search';
+      gridHelp.textContent = m === 'search'
+        ? 'dwfd trains DWF runs one after another, choosing each λ from the runs before, until the selected model reaches the target CR within the tolerance or the budget is used.'
+        : 'The values to combine. Each job takes the base spec below with one value of every list.';
+      bar.btn.textContent = m === 'search' ? 'Start λ search' : 'Start sweep';
+      form.dataset.mode = m;
+      if (ctx.alive) update();
+    }
 
     function readGrid() {
       const grid = {};
@@ -438,6 +483,14 @@ export function newSweepPage(ctx) {
 
     function build() {
       const { spec, errors } = sf.collect();
+      if (mode === 'search') {
+        const se = searchForm.collect();
+        const search = se.spec.search || {};
+        const errs = [...errors, ...se.errors];
+        if (search.target_cr === undefined && !se.errors.some(([p]) => p === 'base.search.target_cr'))
+          errs.push(['base.search.target_cr', 'the compression ratio to reach is required']);
+        return { body: { name: nameIn.value, base: { ...spec, search } }, errors: errs };
+      }
       const g = readGrid();
       const out = { name: nameIn.value, base: spec, grid: g.grid };
       return { body: out, errors: [...errors, ...g.errors] };
@@ -454,6 +507,11 @@ export function newSweepPage(ctx) {
     function update() {
       const { body: b, errors } = build();
       pv.pre.textContent = errors.length ? errors.map(([p, m]) => `${p}: ${m}`).join('\n') : JSON.stringify(b, null, 2);
+      if (mode === 'search') {
+        const budget = b.base.search.budget ?? (searchSchema.properties.budget || {}).default;
+        count.textContent = errors.length ? '' : `up to ${budget ?? '?'} runs, one after another`;
+        return;
+      }
       const n = jobsCount(b.grid, b.base);
       count.textContent = errors.length ? '' : `${n} job${n === 1 ? '' : 's'} will be queued`;
     }
@@ -461,13 +519,18 @@ export function newSweepPage(ctx) {
     const bar = submitBar('Start sweep');
     bar.el.append(count);
     const form = h('form', { novalidate: true, id: 'sweep-form', class: 'spec-form' },
+      modeSwitch,
       h('fieldset', { class: 'section', dataset: { section: 'grid' } }, h('legend', null, 'sweep'),
-        h('p', { class: 'section-help' }, 'The values to combine. Each job takes the base spec below with one value of every list.'),
-        gridGrid),
+        gridHelp, gridGrid),
+      searchForm ? searchForm.el : '',
       h('h2', { class: 'form-sub' }, 'Base spec'), sf.el, bar.el, pv.el);
     form.addEventListener('input', update);
     form.addEventListener('change', update);
-    form.addEventListener('reset', () => setTimeout(() => { sf.clearErrors(); clear(); sf.changed(); update(); }, 0));
+    form.addEventListener('reset', () => setTimeout(() => {
+      sf.clearErrors();
+      if (searchForm) { searchForm.clearErrors(); searchForm.changed(); }
+      clear(); sf.changed(); update();
+    }, 0));
     const clear = () => {
       for (const f of gridFields) { f.err.hidden = true; f.wrap.classList.remove('invalid'); }
       bar.msg.textContent = '';
@@ -476,9 +539,11 @@ export function newSweepPage(ctx) {
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       sf.clearErrors();
+      if (searchForm) searchForm.clearErrors();
       clear();
       const { body: b, errors } = build();
-      const show = (path, msg) => (path && path.startsWith('base.') ? sf.showError(path, msg) : showAt(gridFields, path, msg));
+      const show = (path, msg) => (path && path.startsWith('base.search') && searchForm ? searchForm.showError(path, msg)
+        : path && path.startsWith('base.') ? sf.showError(path, msg) : showAt(gridFields, path, msg));
       if (errors.length) {
         for (const [p, m] of errors) show(p, m);
         bar.msg.className = 'form-msg form-msg-error';
@@ -488,7 +553,7 @@ export function newSweepPage(ctx) {
       bar.btn.disabled = true;
       try {
         const sw = await api('v1/sweeps', { method: 'POST', body: b });
-        toast(`Sweep #${sw.id} created with ${(sw.jobs || []).length} jobs`);
+        toast(mode === 'search' ? `λ search #${sw.id} started` : `Sweep #${sw.id} created with ${(sw.jobs || []).length} jobs`);
         location.hash = `#/sweeps/${sw.id}`;
       } catch (e) {
         const at = show(e.field, e.message);
@@ -499,6 +564,6 @@ export function newSweepPage(ctx) {
       }
     });
     body.replaceChildren(form);
-    update();
+    setMode(mode);
   })();
 }

@@ -39,6 +39,7 @@ export function jobPage(ctx) {
   let thrShown = false;
   let thrPts = [];
   let thrChecked = false;
+  let selLayers = null; // per-layer counts of the selected model (spec `select`)
 
   const title = h('h1', null, `Job #${id}`);
   const stateBadge = h('span');
@@ -63,6 +64,8 @@ export function jobPage(ctx) {
   const thr = chartCard('thresholds', 'Threshold curve', 'accuracy against CR for growing pruning thresholds');
   thr.card.id = 'threshold-curve';
   thr.card.hidden = true;
+  const thrNote = h('p', { class: 'muted small chart-note', id: 'threshold-note' });
+  thr.card.append(thrNote);
   const downloads = h('div', { class: 'downloads' });
   const dlCard = h('section', { class: 'card', id: 'downloads' },
     h('header', { class: 'card-head' }, h('h3', null, 'Model'), h('span', { class: 'muted small', id: 'model-note' })), downloads);
@@ -132,13 +135,15 @@ export function jobPage(ctx) {
     charts.acc.set(accData);
     charts.cr.set([x, col('cr'), col('cr_params')]);
     const last = ms[ms.length - 1];
-    if (last && Array.isArray(last.layers)) charts.dens.set(last.layers);
+    if (selLayers) charts.dens.set(selLayers);
+    else if (last && Array.isArray(last.layers)) charts.dens.set(last.layers);
     for (const c of [loss, acc, cr, dens]) {
       c.plot.dataset.epochs = String(ms.length);
       c.empty.hidden = ms.length > 0;
       if (!ms.length && job && FINISHED.has(job.state)) c.empty.textContent = 'No epoch was recorded.';
     }
-    if (last) dens.plot.dataset.layers = String((last.layers || []).length);
+    if (selLayers) dens.plot.dataset.layers = String(selLayers.length);
+    else if (last) dens.plot.dataset.layers = String((last.layers || []).length);
     updateStats();
   }
 
@@ -227,6 +232,23 @@ export function jobPage(ctx) {
     }
   }
 
+  // One threshold curve of GET v1/jobs/{id}/thresholds (the end of the
+  // run, or ?epoch=k for a curve taken during training): by threshold, one
+  // point per CR (equal CRs are the same model); an all-zero model (cr
+  // null) cannot be drawn on the log axis.
+  function curveOf(data) {
+    const raw = (data && Array.isArray(data.points) ? data.points : [])
+      .filter((p) => typeof p.cr === 'number' && p.cr > 0 && Number.isFinite(p.cr))
+      .sort((a, b) => (a.threshold ?? 0) - (b.threshold ?? 0) || a.cr - b.cr);
+    const pts = [];
+    for (const p of raw) {
+      const last = pts[pts.length - 1];
+      if (last && last.cr === p.cr) { if (p.selected) last.selected = true; continue; }
+      pts.push({ ...p });
+    }
+    return pts.sort((a, b) => a.cr - b.cr);
+  }
+
   async function loadThresholds() {
     if (thrChecked || !job || job.state !== 'succeeded') return;
     thrChecked = true;
@@ -236,27 +258,79 @@ export function jobPage(ctx) {
     } catch {
       return; // 404 until the server has the route: keep the section hidden
     }
-    const pts = (data && Array.isArray(data.points) ? data.points : [])
-      .filter((p) => typeof p.cr === 'number' && p.cr > 0)
-      .sort((a, b) => a.cr - b.cr);
+    const pts = curveOf(data);
     if (!ctx.alive || !pts.length) return;
     thr.card.hidden = false;
-    thrPts = pts;
+    const sel = pts.find((p) => p.selected);
     if (!thrShown) {
       const xfmt = (v) => {
         const p = thrPts.find((q) => q.cr === v);
         return fmt.cr(v) + (p && typeof p.threshold === 'number' ? ` (|w| < ${fmt.num(p.threshold)})` : '');
       };
+      const series = [{ label: 'test', color: COLORS[2] }, { label: 'validation', color: COLORS[3], dash: [5, 4] }];
+      if (sel) series.push({ label: 'selected model', color: '#0f172a', only: true });
       thrShown = lineChart(thr.plot, {
         xlog: true, xlabel: 'compression ratio', xfmt, ylo: 0, yhi: 1,
         yfmt: (v) => fmt.pct(v, 1),
-        series: [{ label: 'test', color: COLORS[2] }, { label: 'validation', color: COLORS[3], dash: [5, 4] }],
+        series,
       });
+      thrShown.hasSel = !!sel;
     }
+    drawThresholds(pts, '');
+    thrNote.replaceChildren(...thresholdNote(sel, pts[0]));
+    // the stored model is the selected one: its layers, not the ε model's
+    if (sel && Array.isArray(sel.layers) && sel.layers.length) {
+      selLayers = sel.layers.map((l) => ({ name: l.name, total: l.weights ?? l.total, nonzero: l.nonzero }));
+      dens.card.querySelector('.card-head .muted').textContent = 'non-zero share of each layer’s weights in the selected model';
+      scheduleDraw();
+    }
+    // curves taken during training (spec thresholds.every): a chooser
+    const epochs = Array.isArray(data.epochs) ? data.epochs.filter((e) => Number.isInteger(e)) : [];
+    if (epochs.length) {
+      const final = pts;
+      const pick = h('select', { id: 'threshold-epoch', 'aria-label': 'curve', class: 'select-sm' },
+        h('option', { value: '' }, 'end of the run'), epochs.map((e) => h('option', { value: String(e) }, `after epoch ${e}`)));
+      pick.addEventListener('change', async () => {
+        if (!pick.value) { drawThresholds(final, ''); return; }
+        try {
+          const d = await api(`v1/jobs/${id}/thresholds?epoch=${pick.value}`);
+          if (ctx.alive) drawThresholds(curveOf(d), pick.value);
+        } catch (e) {
+          toast(`Threshold curve of epoch ${pick.value}: ${e.message}`, 'error');
+        }
+      });
+      thr.card.querySelector('.card-head').append(pick);
+    }
+  }
+
+  // epoch: '' for the end of the run (the only curve with a selected point)
+  function drawThresholds(pts, epoch) {
+    thrPts = pts;
     const num = (v) => (typeof v === 'number' ? v : null);
-    thrShown.set([pts.map((p) => p.cr), pts.map((p) => num(p.test_acc)), pts.map((p) => num(p.val_acc))]);
+    const cols = [pts.map((p) => p.cr), pts.map((p) => num(p.test_acc)), pts.map((p) => num(p.val_acc))];
+    if (thrShown.hasSel) cols.push(pts.map((p) => (p.selected && !epoch ? num(p.test_acc) : null)));
+    thrShown.set(cols);
+    const sel = epoch ? null : pts.find((p) => p.selected);
     thr.plot.dataset.points = String(pts.length);
-    thr.empty.hidden = true;
+    thr.plot.dataset.epoch = epoch;
+    thr.plot.dataset.selected = sel ? String(sel.cr) : '';
+    thr.empty.hidden = pts.length > 0;
+  }
+
+  // What the stored model is: the selected point of the curve (spec
+  // `select`, chosen on validation data) or the ε model (its first point).
+  function thresholdNote(sel, first) {
+    const m = (job && job.metrics) || {};
+    if (sel) {
+      const drop = typeof m.select_max_drop === 'number' ? ` (validation accuracy at most ${fmt.num(m.select_max_drop * 100)} points below the dense model’s)` : '';
+      return [h('span', { class: 'sel-mark' }, '○'), ' The stored model is the selected point', drop, ': |w| < ',
+        h('b', null, fmt.num(sel.threshold)), ', CR ', h('b', null, fmt.cr(sel.cr)), ', validation ', h('b', null, fmt.pct(sel.val_acc, 2)),
+        ', test ', h('b', null, fmt.pct(sel.test_acc, 2)), '.'];
+    }
+    const noSelect = !(job && job.spec && job.spec.select);
+    return ['The stored model is the first point (|w| < ', fmt.num(first.threshold), ', CR ', fmt.cr(first.cr), ')',
+      noSelect ? [': the spec has no ', h('code', null, 'select'), ' field'] : '',
+      '. The rest of the curve is the same run’s weights cut at larger thresholds.'].flat();
   }
 
   function setJob(j) {
