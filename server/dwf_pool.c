@@ -166,11 +166,22 @@ static int local_results(dwf_job_ctx *ctx, const dwf_job_result *res,
     ctx->thresholds = dwf_job_curve_json(res, arch);
     if (!ctx->thresholds)
         return dwf_errorf(err, DWF_ENOMEM, "out of memory for the threshold curve");
-    if (!res->selected)
-        return 0;
     json_t *m = dwf_store_metrics_to_json(&ctx->final);
     if (!m)
         return dwf_errorf(err, DWF_ENOMEM, "out of memory for the final metrics");
+    /* what the threshold curve cost, against one training epoch */
+    if (json_object_set_new(m, "curve_seconds", json_real(res->curve.seconds)) ||
+        json_object_set_new(m, "curve_points", json_integer(res->curve.n)) ||
+        (res->epoch_seconds > 0 &&
+         json_object_set_new(m, "curve_epoch_fraction",
+                             json_real(res->curve.seconds / res->epoch_seconds)))) {
+        json_decref(m);
+        return dwf_errorf(err, DWF_ENOMEM, "out of memory for the final metrics");
+    }
+    if (!res->selected) {
+        ctx->final_metrics = m;
+        return 0;
+    }
     const dwf_thresh_point *p = &res->curve.points[res->select_index];
     struct {
         const char *k;

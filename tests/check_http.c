@@ -767,6 +767,10 @@ START_TEST(test_select)
     double thr = json_number_value(json_object_get(m, "selected_threshold"));
     ck_assert(json_is_number(json_object_get(m, "selected_threshold")));
     ck_assert(json_is_number(json_object_get(m, "dense_val_acc")));
+    /* the curve's cost is reported */
+    ck_assert(json_number_value(json_object_get(m, "curve_seconds")) > 0);
+    ck_assert(json_integer_value(json_object_get(m, "curve_points")) >= 1);
+    ck_assert(json_is_number(json_object_get(m, "curve_epoch_fraction")));
     int64_t nonzero = json_integer_value(json_object_get(json_object_get(r.json, "model"),
                                                          "nonzero"));
     resp_free(&r);
