@@ -3,7 +3,9 @@
  * the forward pass, the backward pass and the softmax cross-entropy loss.
  */
 #include "dwf_model.h"
+#include "dwf_simd.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +40,8 @@ static void free_lanes(dwf_model *m)
         free(l->dcol);
         for (int i = 0; i < m->n_params; i++)
             free(l->gw[i]);
+        for (int i = 0; i < m->arch.n_layers; i++)
+            free(l->dy_keep[i]);
     }
     free(m->lanes);
     m->lanes = NULL;
@@ -55,6 +59,7 @@ void dwf_model_free(dwf_model *m)
         if (m->arch.layers[i].kind != DWF_LAYER_FLATTEN)
             free(m->act[i + 1]);
         free(m->argmax[i]);
+        free(m->dy_keep[i]);
     }
     free(m->dact[0]);
     free(m->dact[1]);
@@ -111,6 +116,9 @@ int dwf_model_create(const dwf_arch *arch, int max_batch, dwf_model **out,
             if (!m->argmax[i])
                 goto oom;
         }
+        if (l->kind == DWF_LAYER_DENSE &&
+            !(m->dy_keep[i] = malloc(bsz * (size_t)l->units * sizeof(float))))
+            goto oom;
         if (dwf_layer_has_weight(l->kind)) {
             int depth = dwf_arch_layer_depth(a, i);
             m->weight_idx[i] = m->n_params;
@@ -221,11 +229,41 @@ static const float *forward(dwf_model *m, float **act, int32_t **argmax,
     return act[a->n_layers];
 }
 
+/* The bias gradient (column sums of dy, as dwf_dense_backward adds them)
+ * and the input gradient of a dense layer, without its weight gradient. */
+DWF_VEC static void col_sums(const float *restrict dy, int b, int out,
+                             float *restrict sums)
+{
+    memset(sums, 0, (size_t)out * sizeof(float));
+    for (int i = 0; i < b; i++) {
+        const float *restrict r = dy + (size_t)i * out;
+        for (int j = 0; j < out; j++)
+            sums[j] += r[j];
+    }
+}
+
+static void dense_backward_nodw(const float *w, const float *dy, int b, int in,
+                                int out, float *dbias, float *dx)
+{
+    if (dbias)
+        col_sums(dy, b, out, dbias);
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, out,
+                    1.0f, dy, out, w, in, 0.0f, dx, in);
+}
+
+/* Where a deferred backward leaves the dense layers' inputs and output
+ * gradients (NULL: dense weight gradients are computed as usual). */
+typedef struct defer_io {
+    float **keep;
+    const float **x, **dy;
+} defer_io;
+
 /* Backward through the workspace of a forward; gw[i] receives parameter
- * i's weight gradient. */
+ * i's weight gradient (not for dense layers with def). */
 static void backward(dwf_model *m, float **act, float **dact,
                      int32_t **argmax, float *col, float *dcol, float **gw,
-                     const float *dlogits, int b)
+                     const float *dlogits, int b, const defer_io *def)
 {
     const dwf_arch *a = &m->arch;
     int cur = 0;
@@ -243,8 +281,21 @@ static void backward(dwf_model *m, float **act, float **dact,
         switch (l->kind) {
         case DWF_LAYER_DENSE: {
             int wi = m->weight_idx[i], bi = m->bias_idx[i];
-            dwf_dense_backward(in, m->params[wi].w, dy, b, (int)in_size,
-                               l->units, gw[wi], gw[bi], dx);
+            if (!def) {
+                dwf_dense_backward(in, m->params[wi].w, dy, b, (int)in_size,
+                                   l->units, gw[wi], gw[bi], dx);
+                break;
+            }
+            dense_backward_nodw(m->params[wi].w, dy, b, (int)in_size, l->units,
+                                gw[bi], dx);
+            /* dy in a ping-pong buffer is overwritten by the next layer
+             * down, if there is one */
+            if (dx && (dy == dact[0] || dy == dact[1])) {
+                memcpy(def->keep[i], dy, (size_t)b * l->units * sizeof(float));
+                dy = def->keep[i];
+            }
+            def->x[i] = in;
+            def->dy[i] = dy;
             break;
         }
         case DWF_LAYER_CONV2D: {
@@ -287,7 +338,8 @@ void dwf_model_backward(dwf_model *m, const float *dlogits, int b)
     float *gw[2 * DWF_MAX_LAYERS];
     for (int i = 0; i < m->n_params; i++)
         gw[i] = m->params[i].gw;
-    backward(m, m->act, m->dact, m->argmax, m->col, m->dcol, gw, dlogits, b);
+    backward(m, m->act, m->dact, m->argmax, m->col, m->dcol, gw, dlogits, b,
+             NULL);
 }
 
 const float *dwf_model_forward_lane(dwf_model *m, int k, const float *x, int b)
@@ -305,7 +357,44 @@ void dwf_model_backward_lane(dwf_model *m, int k, const float *dlogits, int b)
         return;
     }
     dwf_lane *l = &m->lanes[k - 1];
-    backward(m, l->act, l->dact, l->argmax, l->col, l->dcol, l->gw, dlogits, b);
+    backward(m, l->act, l->dact, l->argmax, l->col, l->dcol, l->gw, dlogits, b,
+             NULL);
+}
+
+void dwf_model_backward_lane_defer(dwf_model *m, int k, const float *dlogits,
+                                   int b)
+{
+    if (k == 0) {
+        float *gw[2 * DWF_MAX_LAYERS];
+        for (int i = 0; i < m->n_params; i++)
+            gw[i] = m->params[i].gw;
+        defer_io def = {m->dy_keep, m->dw_x, m->dw_dy};
+        memset(m->dw_x, 0, sizeof m->dw_x);
+        memset(m->dw_dy, 0, sizeof m->dw_dy);
+        backward(m, m->act, m->dact, m->argmax, m->col, m->dcol, gw, dlogits, b,
+                 &def);
+        return;
+    }
+    dwf_lane *l = &m->lanes[k - 1];
+    defer_io def = {l->dy_keep, l->dw_x, l->dw_dy};
+    memset(l->dw_x, 0, sizeof l->dw_x);
+    memset(l->dw_dy, 0, sizeof l->dw_dy);
+    backward(m, l->act, l->dact, l->argmax, l->col, l->dcol, l->gw, dlogits, b,
+             &def);
+}
+
+int dwf_model_dense_io(const dwf_model *m, int k, int layer, const float **x,
+                       const float **dy)
+{
+    if (k < 0 || k >= m->n_lanes || layer < 0 || layer >= m->arch.n_layers)
+        return -1;
+    const float *const *xs = k == 0 ? m->dw_x : m->lanes[k - 1].dw_x;
+    const float *const *dys = k == 0 ? m->dw_dy : m->lanes[k - 1].dw_dy;
+    if (!xs[layer] || !dys[layer])
+        return -1;
+    *x = xs[layer];
+    *dy = dys[layer];
+    return 0;
 }
 
 float *dwf_model_lane_gw(dwf_model *m, int k, int i)
@@ -327,6 +416,8 @@ static int alloc_lane(dwf_model *m, dwf_lane *l)
         if (!l->act[i + 1])
             return -1;
         if (ls->kind == DWF_LAYER_MAXPOOL2D && !(l->argmax[i] = malloc(bsz * os * sizeof(int32_t))))
+            return -1;
+        if (ls->kind == DWF_LAYER_DENSE && !(l->dy_keep[i] = malloc(bsz * os * sizeof(float))))
             return -1;
     }
     l->dact[0] = malloc(bsz * (size_t)m->max_act * sizeof(float));

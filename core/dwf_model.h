@@ -11,6 +11,11 @@
  *
  * Forward and backward use the collapsed weights w; call
  * dwf_model_collapse() after every change of the factors.
+ *
+ * dwf_model_backward_lane_defer() leaves the weight gradients of dense
+ * layers to the caller (the optimizer computes them from the batch, see
+ * dwf_optim_update_grads): it keeps each dense layer's input and output
+ * gradient instead, in the lane's workspace, until the next forward.
  */
 #ifndef DWF_MODEL_H
 #define DWF_MODEL_H
@@ -32,6 +37,8 @@ typedef struct dwf_lane {
     int32_t *argmax[DWF_MAX_LAYERS];
     float *col, *dcol;
     float *gw[2 * DWF_MAX_LAYERS];  /* per parameter, like dwf_param.gw */
+    float *dy_keep[DWF_MAX_LAYERS]; /* dense layers: a kept output gradient */
+    const float *dw_x[DWF_MAX_LAYERS], *dw_dy[DWF_MAX_LAYERS]; /* deferred */
 } dwf_lane;
 
 typedef struct dwf_model {
@@ -50,6 +57,8 @@ typedef struct dwf_model {
     int64_t max_act;                /* floats per activation buffer */
     int n_lanes;                    /* 1 + extra lanes */
     dwf_lane *lanes;                /* n_lanes - 1 extra lanes (lane k at [k-1]) */
+    float *dy_keep[DWF_MAX_LAYERS]; /* lane 0's, as in dwf_lane */
+    const float *dw_x[DWF_MAX_LAYERS], *dw_dy[DWF_MAX_LAYERS];
 } dwf_model;
 
 int dwf_model_create(const dwf_arch *arch, int max_batch, dwf_model **out,
@@ -82,6 +91,19 @@ int dwf_model_set_lanes(dwf_model *m, int n, dwf_err *err);
  * run at the same time in different threads. */
 const float *dwf_model_forward_lane(dwf_model *m, int k, const float *x, int b);
 void dwf_model_backward_lane(dwf_model *m, int k, const float *dlogits, int b);
+/* dwf_model_backward_lane without the weight gradients of dense layers
+ * (their bias and input gradients are computed; conv layers are as
+ * usual). Afterwards dwf_model_dense_io() gives, for each dense layer,
+ * what its weight gradient dy^T x needs. */
+void dwf_model_backward_lane_defer(dwf_model *m, int k, const float *dlogits,
+                                   int b);
+/* After dwf_model_backward_lane_defer of lane k with b samples: the input
+ * x (b x in) and output gradient dy (b x units) of dense layer `layer`,
+ * valid until lane k's next forward. Returns 0, or -1 when the layer is
+ * not a dense layer deferred by that backward. */
+int dwf_model_dense_io(const dwf_model *m, int k, int layer, const float **x,
+                       const float **dy);
+
 /* Lane k's gradient buffer for parameter i (lane 0: params[i].gw). */
 float *dwf_model_lane_gw(dwf_model *m, int k, int i);
 

@@ -7,6 +7,12 @@
  * it with dwf_optim_free(). The parameters themselves belong to the model.
  * The penalty gradient is already inside the factor gradients (see
  * dwf_param.h), so no decoupled weight decay is applied here.
+ *
+ * Dense weights declared with dwf_optim_set_dense() can take their
+ * gradient straight from the batch (dwf_optim_update_grads): a few rows of
+ * dy^T x at a time, each panel of rows updated while its gradient is in
+ * cache; p->gw is never written. The per-thread panel buffers belong to
+ * the optimizer.
  */
 #ifndef DWF_OPTIM_H
 #define DWF_OPTIM_H
@@ -57,7 +63,22 @@ typedef struct dwf_optim {
     int n_blocks;              /* blocks of DWF_PARAM_BLOCK over all params */
     float *block_ss;           /* per block sum of squares (penalty) */
     dwf_workers *workers;      /* NULL, or owned threads for the update */
+    /* dense weights (dwf_optim_set_dense; NULL until then) */
+    int *dense_out, *dense_in; /* per parameter: out x in, 0 x 0 if not dense */
+    int64_t *row_off;          /* per parameter: its first row in row_ss */
+    int64_t *state_off;        /* per parameter: its first float in state */
+    double *row_ss;            /* per dense row: sum of squares of factors */
+    float *panel;              /* per thread: panel_floats of gradient rows */
+    int panel_rows;
+    int64_t panel_floats;
 } dwf_optim;
+
+/* The weight gradient of a dense layer as the batch itself: n_seg slices
+ * of the batch, in order (see dwf_dense_grad_panel). */
+typedef struct dwf_dense_grad {
+    int n_seg;
+    dwf_dense_seg seg[DWF_MAX_THREADS];
+} dwf_dense_grad;
 
 int dwf_optim_create(dwf_optim *o, const dwf_optim_opts *opts,
                      dwf_param **params, int n_params, dwf_err *err);
@@ -89,6 +110,24 @@ double dwf_optim_update(dwf_optim *o, double lr, double lambda);
  * o->workers when set. dwf_optim_update is this with n_extra = 0. */
 double dwf_optim_update_sum(dwf_optim *o, double lr, double lambda,
                             int n_extra, float *const *extra);
+
+/* Declares the dense weights: parameter i is an out[i] x in[i] row-major
+ * weight (out[i] * in[i] == its size), or not dense when out[i] == 0.
+ * Allocates the panel buffers. Call again to change; NULL out clears. */
+int dwf_optim_set_dense(dwf_optim *o, const int *out, const int *in,
+                        dwf_err *err);
+
+/* dwf_optim_update_sum, except that every parameter i with
+ * dense[i].n_seg > 0 (declared dense) takes its weight gradient from those
+ * segments: its p->gw and extra buffers are not read. Every thread takes
+ * panels of whole rows of the dense weights, its own share first, then
+ * what another thread has not begun. The result does not depend on the
+ * number of threads. dense may be NULL. Returns the
+ * penalty before the step, or NAN (and changes nothing) when segments are
+ * given for a parameter that was not declared dense. */
+double dwf_optim_update_grads(dwf_optim *o, double lr, double lambda,
+                              int n_extra, float *const *extra,
+                              const dwf_dense_grad *dense);
 
 /* Serialized state is the raw float buffer plus t. */
 int64_t dwf_optim_state_floats(const dwf_optim *o);

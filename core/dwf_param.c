@@ -8,11 +8,33 @@
 #include "dwf_param.h"
 #include "dwf_simd.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DENSE_AVX512 1
+#endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define STREAM_SSE 1
+#else
+#include <stdatomic.h>
+#endif
+
 #define BLOCK DWF_PARAM_BLOCK
+
+/* Zeroed floats on a 64-byte boundary (freed with free()). */
+static float *zalloc_floats(int64_t n)
+{
+    size_t bytes = ((size_t)n * sizeof(float) + 63) / 64 * 64;
+    float *q = aligned_alloc(64, bytes);
+    if (q)
+        memset(q, 0, bytes);
+    return q;
+}
 
 int dwf_param_alloc(dwf_param *p, int64_t n, int depth, int decay,
                     dwf_err *err)
@@ -24,10 +46,9 @@ int dwf_param_alloc(dwf_param *p, int64_t n, int depth, int decay,
     p->n = n;
     p->depth = depth;
     p->decay = decay;
-    size_t bytes = (size_t)n * sizeof(float);
     for (int d = 0; d < depth; d++) {
-        p->f[d] = calloc(1, bytes);
-        p->g[d] = calloc(1, bytes);
+        p->f[d] = zalloc_floats(n);
+        p->g[d] = zalloc_floats(n);
         if (!p->f[d] || !p->g[d])
             goto oom;
     }
@@ -35,8 +56,8 @@ int dwf_param_alloc(dwf_param *p, int64_t n, int depth, int decay,
         p->w = p->f[0];
         p->gw = p->g[0];
     } else {
-        p->w = calloc(1, bytes);
-        p->gw = calloc(1, bytes);
+        p->w = zalloc_floats(n);
+        p->gw = zalloc_floats(n);
         if (!p->w || !p->gw)
             goto oom;
     }
@@ -259,13 +280,50 @@ DWF_VEC static float sgd_block(int D, float *const *f, float *w,
     return ss;
 }
 
+/* dst[0..m) = src[0..m) with non-temporal stores where dst is 16-byte
+ * aligned (plain stores at the ends). */
+static void stream_floats(float *restrict dst, const float *restrict src, int m)
+{
+    int i = 0;
+#ifdef STREAM_SSE
+    for (; i < m && ((uintptr_t)(dst + i) & 15); i++)
+        dst[i] = src[i];
+    for (; i + 4 <= m; i += 4)
+        _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+#endif
+    for (; i < m; i++)
+        dst[i] = src[i];
+}
+
+void dwf_param_store_fence(void)
+{
+#ifdef STREAM_SSE
+    _mm_sfence();
+#else
+    atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 float dwf_param_sgd_range(dwf_param *p, int64_t s, int m, float c, float lr,
-                          const float *gw, const float *gx)
+                          const float *gw, const float *gx, int stream)
 {
     float *f[DWF_MAX_DEPTH];
     for (int d = 0; d < p->depth; d++)
         f[d] = p->f[d] + s;
-    return sgd_block(p->depth, f, p->w + s, gw, gx, c, lr, m);
+    if (!stream)
+        return sgd_block(p->depth, f, p->w + s, gw, gx, c, lr, m);
+    /* the new w goes to a block in L1, then to memory past the caches */
+    float wb[BLOCK] __attribute__((aligned(64)));
+    float ss;
+    if (p->depth == 1) { /* w is f_1 */
+        memcpy(wb, f[0], (size_t)m * sizeof(float));
+        f[0] = wb;
+        ss = sgd_block(1, f, NULL, gw, gx, c, lr, m);
+    } else {
+        ss = sgd_block(p->depth, f, wb, gw, gx, c, lr, m);
+    }
+    stream_floats(p->w + s, wb, m);
+    return ss;
 }
 
 void dwf_param_collapse_range(dwf_param *p, int64_t s, int m)
@@ -299,6 +357,145 @@ double dwf_param_factor_grads(dwf_param *p, double lambda, float *scratch)
                         g[d][i] = 0.0f;
     }
     return p->decay ? lambda / D * ss : 0.0;
+}
+
+/* ---- dense weight gradients ------------------------------------------- */
+
+/* The AVX-512 kernel works on tiles of up to 8 rows x 48 columns of G,
+ * held in 24 registers while the samples stream by (x in rows of 48
+ * floats, dy broadcast one float at a time), on panels of PANEL_ROWS rows
+ * (short enough that a panel's gradient stays in L2 until its update);
+ * the portable path is one cblas_sgemm per segment on panels of
+ * FALLBACK_ROWS rows. */
+#define PANEL_ROWS 16
+#define FALLBACK_ROWS 64
+
+static void dense_grad_blas(const dwf_dense_seg *seg, int n_seg, int out,
+                            int in, int r0, int nr, float *G)
+{
+    int first = 1;
+    for (int s = 0; s < n_seg; s++) {
+        if (seg[s].rows < 1)
+            continue;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nr, in, seg[s].rows,
+                    1.0f, seg[s].dy + r0, out, seg[s].x, in, first ? 0.0f : 1.0f,
+                    G, in);
+        first = 0;
+    }
+    if (first)
+        memset(G, 0, (size_t)nr * in * sizeof(float));
+}
+
+#ifdef DENSE_AVX512
+#define AVX512 __attribute__((target("avx512f")))
+#define AVX512_INLINE static inline __attribute__((always_inline, target("avx512f")))
+
+/* G rows [i0, i0 + MR) x columns [j0, j0 + 16 NV) (the last vector cut
+ * to `tail` when tail is not all ones), relative to the panel's first row
+ * gi0. */
+AVX512_INLINE void dense_tile(const int MR, const int NV,
+                              const dwf_dense_seg *seg, int n_seg, int out,
+                              int in, int i0, int j0, __mmask16 tail,
+                              float *G, int gi0)
+{
+    __m512 acc[8][3];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = _mm512_setzero_ps();
+    for (int s = 0; s < n_seg; s++) {
+        const float *x = seg[s].x + j0, *dy = seg[s].dy + i0;
+        for (int k = 0; k < seg[s].rows; k++, x += in, dy += out) {
+            __m512 xv[3];
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++)
+                xv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(tail, x + 16 * v)
+                                    : _mm512_loadu_ps(x + 16 * v);
+#pragma GCC unroll 8
+            for (int r = 0; r < MR; r++) {
+                __m512 b = _mm512_set1_ps(dy[r]);
+#pragma GCC unroll 3
+                for (int v = 0; v < NV; v++)
+                    acc[r][v] = _mm512_fmadd_ps(b, xv[v], acc[r][v]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) {
+            float *g = G + (size_t)(i0 - gi0 + r) * in + j0 + 16 * v;
+            if (v == NV - 1)
+                _mm512_mask_storeu_ps(g, tail, acc[r][v]);
+            else
+                _mm512_storeu_ps(g, acc[r][v]);
+        }
+}
+
+/* Every column of MR rows starting at i0: tiles of 48 columns, then 16,
+ * then the rest under a mask. */
+AVX512_INLINE void dense_rows(const int MR, const dwf_dense_seg *seg,
+                              int n_seg, int out, int in, int i0, float *G,
+                              int gi0)
+{
+    int j0 = 0;
+    for (; j0 + 48 <= in; j0 += 48)
+        dense_tile(MR, 3, seg, n_seg, out, in, i0, j0, 0xffff, G, gi0);
+    for (; j0 + 16 <= in; j0 += 16)
+        dense_tile(MR, 1, seg, n_seg, out, in, i0, j0, 0xffff, G, gi0);
+    if (j0 < in)
+        dense_tile(MR, 1, seg, n_seg, out, in, i0, j0,
+                   (__mmask16)((1u << (in - j0)) - 1u), G, gi0);
+}
+
+AVX512 static void dense_grad_avx512(const dwf_dense_seg *seg, int n_seg,
+                                     int out, int in, int r0, int nr,
+                                     float *G)
+{
+    int i0 = r0;
+    for (; i0 + 8 <= r0 + nr; i0 += 8)
+        dense_rows(8, seg, n_seg, out, in, i0, G, r0);
+    if (i0 + 4 <= r0 + nr) {
+        dense_rows(4, seg, n_seg, out, in, i0, G, r0);
+        i0 += 4;
+    }
+    if (i0 + 2 <= r0 + nr) {
+        dense_rows(2, seg, n_seg, out, in, i0, G, r0);
+        i0 += 2;
+    }
+    if (i0 < r0 + nr)
+        dense_rows(1, seg, n_seg, out, in, i0, G, r0);
+}
+
+static int have_avx512(void)
+{
+    return __builtin_cpu_supports("avx512f");
+}
+#else
+static int have_avx512(void)
+{
+    return 0;
+}
+#endif
+
+int dwf_dense_panel_rows(void)
+{
+    return have_avx512() ? PANEL_ROWS : FALLBACK_ROWS;
+}
+
+void dwf_dense_grad_panel(const dwf_dense_seg *seg, int n_seg, int out,
+                          int in, int r0, int nr, float *G)
+{
+    if (nr < 1 || in < 1)
+        return;
+#ifdef DENSE_AVX512
+    if (have_avx512()) {
+        dense_grad_avx512(seg, n_seg, out, in, r0, nr, G);
+        return;
+    }
+#endif
+    dense_grad_blas(seg, n_seg, out, in, r0, nr, G);
 }
 
 /* ---- initialization --------------------------------------------------- */

@@ -3,17 +3,25 @@
  *
  * A dwf_param owns its D factor arrays, their gradients, the collapsed
  * weight w, its gradient gw and an optional fixed 0/1 mask; all are freed
- * by dwf_param_free(). With D = 1, w aliases f[0] (no copy).
+ * by dwf_param_free(). With D = 1, w aliases f[0] (no copy). The float
+ * arrays start on a 64-byte boundary (whole cache lines for the vector
+ * loops).
  *
  * The network computes with w; the factor gradients follow by the chain
  * rule g_d = gw * prod_{k != d} f_k, computed with prefix and suffix
  * products so that a factor exactly zero is handled without division.
  * The penalty (lambda / D) * sum_d ||f_d||^2 has the same minima as
  * lambda * sum |w|^(2/D) on the collapsed weight.
+ *
+ * dwf_dense_grad_panel() computes rows of a dense layer's weight gradient
+ * dy^T x straight from the batch, a few rows at a time, so that the
+ * optimizer can update those rows while their gradient is in cache (see
+ * dwf_optim_update_grads); it writes only into the caller's buffer.
  */
 #ifndef DWF_PARAM_H
 #define DWF_PARAM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dwf_arch.h"
@@ -67,17 +75,45 @@ float dwf_param_grads_range(const dwf_param *p, int64_t s, int m, float c,
  * of p->gw + s (g[0] may alias gw when D = 1). */
 float dwf_param_grads_block(const dwf_param *p, int64_t s, int m, float c,
                             const float *gw, float *const *g, float *scratch);
-/* Plain SGD on the range in one pass, for parameters of depth <= 4
- * without a mask:
+/* Plain SGD on the range [s, s + m), m <= DWF_PARAM_BLOCK, in one pass,
+ * for parameters of depth <= 4 without a mask:
  * the factor gradients from the weight gradient gw[0..m) (+ gx[0..m) when
  * gx is non-NULL) with penalty coefficient c, f_d -= lr g_d, and the
  * collapse of w. Bit for bit the same as dwf_param_grads_block, a plain
  * SGD step and dwf_param_collapse_range. Returns the sum of squares of the
- * factors before the step. */
+ * factors before the step. With `stream`, w[s, s + m) (f_1 when D = 1) is
+ * written with non-temporal stores, past the caches, for when other
+ * threads read it next (they would otherwise take the ownership of its
+ * cache lines back and forth): call dwf_param_store_fence() before another
+ * thread reads it. */
 float dwf_param_sgd_range(dwf_param *p, int64_t s, int m, float c, float lr,
-                          const float *gw, const float *gx);
+                          const float *gw, const float *gx, int stream);
+/* Orders the non-temporal stores of this thread before its later stores
+ * (e.g. the release that ends a team's run). */
+void dwf_param_store_fence(void);
 /* w[s, s + m) = prod_d f_d, zeroing masked entries of f_1 first. */
 void dwf_param_collapse_range(dwf_param *p, int64_t s, int m);
+
+/* One slice of a batch for a dense weight gradient: `rows` samples with
+ * inputs x (rows x in, row-major) and output gradients dy (rows x out). */
+typedef struct dwf_dense_seg {
+    const float *x, *dy;
+    int rows;
+} dwf_dense_seg;
+
+/* Rows r0 .. r0 + nr - 1 of the weight gradient of a dense layer with
+ * `out` outputs and `in` inputs (row-major, out x in), summed over the
+ * segments in order:
+ *   G[r * in + j] = sum_s sum_{k < seg[s].rows} dy_s[k][r0 + r] * x_s[k][j].
+ * On CPUs with AVX-512 each entry is accumulated in float by fused
+ * multiply-adds in exactly that order, starting from 0 (the same on every
+ * such CPU and for any split of the rows); elsewhere by cblas_sgemm per
+ * segment. G holds nr * in floats. */
+void dwf_dense_grad_panel(const dwf_dense_seg *seg, int n_seg, int out,
+                          int in, int r0, int nr, float *G);
+/* Rows per panel that suit dwf_dense_grad_panel on this CPU (a multiple
+ * of its row tile of 8). */
+int dwf_dense_panel_rows(void);
 
 /* Penalty value alone. */
 double dwf_param_penalty(const dwf_param *p, double lambda);

@@ -3,6 +3,12 @@
  * for each epoch, shuffle; for each batch, forward, loss, backward, factor
  * gradients with the penalty, optimizer step, collapse; then evaluate the
  * dense and the thresholded sparse model and report metrics.
+ *
+ * A step runs in two parts on the optimizer's threads: every thread takes
+ * a slice of the batch through forward, loss and backward (without the
+ * dense layers' weight gradients); then every thread takes rows of each
+ * dense weight, computes their gradient from the whole batch and updates
+ * their factors while that gradient is in cache (dwf_optim_update_grads).
  */
 #include "dwf_train.h"
 
@@ -78,6 +84,7 @@ void dwf_trainer_free(dwf_trainer *t)
     free(t->y);
     free(t->dlogits);
     free(t->sparse_w);
+    free(t->dense);
     free(t);
 }
 
@@ -128,7 +135,8 @@ int dwf_trainer_create(const dwf_arch *arch, const dwf_train_opts *opts,
     int B = opts->batch_size;
     t->n_batches = (train->n + B - 1) / B;
     t->perm = malloc((size_t)train->n * sizeof(int));
-    t->x = malloc((size_t)B * train->dim * sizeof(float));
+    /* on whole cache lines: the dense gradient kernel streams its rows */
+    t->x = aligned_alloc(64, ((size_t)B * train->dim * sizeof(float) + 63) / 64 * 64);
     t->y = malloc((size_t)B * sizeof(int32_t));
     t->dlogits = malloc((size_t)B * m->arch.n_classes * sizeof(float));
     t->sparse_w = malloc((size_t)params_size(m) * sizeof(float));
@@ -144,6 +152,25 @@ int dwf_trainer_create(const dwf_arch *arch, const dwf_train_opts *opts,
     rc = dwf_optim_create(&t->optim, &opts->optim, t->plist, m->n_params, err);
     if (rc)
         goto fail;
+    /* dense weights take their gradients from the batch (see run) */
+    {
+        int out[2 * DWF_MAX_LAYERS] = {0}, in[2 * DWF_MAX_LAYERS] = {0};
+        for (int i = 0; i < m->arch.n_layers; i++) {
+            const dwf_layer_spec *l = &m->arch.layers[i];
+            if (l->kind != DWF_LAYER_DENSE)
+                continue;
+            out[m->weight_idx[i]] = l->units;
+            in[m->weight_idx[i]] = l->in_c * l->in_h * l->in_w;
+        }
+        t->dense = calloc((size_t)m->n_params, sizeof *t->dense);
+        if (!t->dense) {
+            rc = dwf_errorf(err, DWF_ENOMEM, "out of memory for training buffers");
+            goto fail;
+        }
+        rc = dwf_optim_set_dense(&t->optim, out, in, err);
+        if (rc)
+            goto fail;
+    }
     if (opts->threads > 1) {
         /* data-parallel steps: one batch slice per thread, see slice_step */
         int n = opts->threads < DWF_MAX_THREADS ? opts->threads : DWF_MAX_THREADS;
@@ -305,7 +332,9 @@ static void slice_step(void *arg, int k)
     j->correct[k] = 0;
     if (bk == 0) { /* a last batch smaller than the lanes: no gradient */
         for (int i = 0; i < m->n_params; i++)
-            memset(dwf_model_lane_gw(m, k, i), 0, (size_t)m->params[i].n * sizeof(float));
+            if (!t->optim.dense_out || !t->optim.dense_out[i]) /* dense: no segment */
+                memset(dwf_model_lane_gw(m, k, i), 0,
+                       (size_t)m->params[i].n * sizeof(float));
         return;
     }
     float *x = t->x + (size_t)lo * dim, *dl = t->dlogits + (size_t)lo * C;
@@ -313,7 +342,31 @@ static void slice_step(void *arg, int k)
     dwf_dataset_batch(t->train, &t->norm, t->perm + j->start + lo, bk, x, y);
     const float *logits = dwf_model_forward_lane(m, k, x, bk);
     j->loss[k] = dwf_softmax_xent_part(logits, y, bk, j->b, C, dl, &j->correct[k]);
-    dwf_model_backward_lane(m, k, dl, bk);
+    dwf_model_backward_lane_defer(m, k, dl, bk);
+}
+
+/* The dense weights' gradients of the step just run backward: per weight,
+ * the lanes' slices of the batch in order (lanes without samples left
+ * out). */
+static void dense_segments(dwf_trainer *t, int b)
+{
+    dwf_model *m = t->model;
+    const int n = m->n_lanes;
+    for (int i = 0; i < m->n_params; i++)
+        t->dense[i].n_seg = 0;
+    for (int L = 0; L < m->arch.n_layers; L++) {
+        if (m->arch.layers[L].kind != DWF_LAYER_DENSE)
+            continue;
+        dwf_dense_grad *g = &t->dense[m->weight_idx[L]];
+        for (int k = 0; k < n; k++) {
+            int rows = (int)((int64_t)b * (k + 1) / n) - (int)((int64_t)b * k / n);
+            dwf_dense_seg *sg = &g->seg[g->n_seg];
+            if (rows > 0 && dwf_model_dense_io(m, k, L, &sg->x, &sg->dy) == 0) {
+                sg->rows = rows;
+                g->n_seg++;
+            }
+        }
+    }
 }
 
 int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
@@ -364,8 +417,9 @@ int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
             for (int k = 1; k < m->n_lanes; k++)
                 for (int i = 0; i < m->n_params; i++)
                     extra[(k - 1) * m->n_params + i] = dwf_model_lane_gw(m, k, i);
-            double pen = dwf_optim_update_sum(&t->optim, lr, o->lambda,
-                                              m->n_lanes - 1, extra);
+            dense_segments(t, b);
+            double pen = dwf_optim_update_grads(&t->optim, lr, o->lambda,
+                                                m->n_lanes - 1, extra, t->dense);
             if (!isfinite(pen))
                 return dwf_errorf(err, DWF_ENUMERIC,
                                   "weights became %g at epoch %d, batch %d "

@@ -26,6 +26,7 @@ struct dwf_trainer {
     int32_t *y;            /* batch labels */
     float *dlogits;
     float *sparse_w;       /* thresholded copies for sparse evaluation */
+    dwf_dense_grad *dense; /* per parameter: a step's dense weight gradients */
     /* running sums of the current epoch (checkpointed) */
     double sum_loss, sum_pen, sum_correct, sum_n, epoch_train_secs;
     double wall_time;      /* seconds of all finished epochs */

@@ -860,10 +860,13 @@ static int by_acc(const void *a, const void *b)
 START_TEST(test_fmnist_comparison)
 {
     int san = tu_sanitized();
-    /* under the sanitizers: half the samples, so half the steps, at twice
-     * the learning rate (DWF's sparsity depends on lr x steps) */
+    /* under the sanitizers: half the samples, so half the steps; DWF then
+     * trains at twice the learning rate (its sparsity depends on lr x
+     * steps). The baselines keep lr 0.1: at lr 0.2 with momentum 0.9,
+     * one-shot magnitude pruning without fine-tuning is chaotic on 1,500
+     * samples (0.39-0.72 sparse accuracy depending on the seed). */
     int n_train = san ? 1500 : 3000, n_test = san ? 500 : 1000;
-    double lr = san ? 0.2 : 0.1;
+    double lr = 0.1, lr_dwf = san ? 0.2 : 0.1;
     dwf_err err;
     dwf_dataset tr_all, te_all, tr, te;
     ck_assert_msg(dwf_idx_load(FMNIST_DIR "/train-images-idx3-ubyte.gz",
@@ -898,7 +901,7 @@ START_TEST(test_fmnist_comparison)
         dwf_train_opts_default(&o);
         o.epochs = EPOCHS;
         o.batch_size = 32;
-        o.optim.lr = lr;
+        o.optim.lr = k < 0 ? lr_dwf : lr;
         o.optim.momentum = 0.9;
         o.method = meth;
         o.target_cr = CR;
@@ -927,8 +930,8 @@ START_TEST(test_fmnist_comparison)
     qsort(res, (size_t)nres, sizeof *res, by_acc);
     printf("\nFashion-MNIST %d train / %d test, MLP 784-100-10, %d epochs, target CR %g\n",
            n_train, n_test, EPOCHS, CR);
-    printf("(batch 32, lr %g momentum 0.9 cosine; dwf lambda 4.9e-3, baselines L2 5e-4)\n",
-           lr);
+    printf("(batch 32, momentum 0.9 cosine; dwf lr %g lambda 4.9e-3, baselines lr %g "
+           "L2 5e-4)\n", lr_dwf, lr);
     printf("%-4s %-14s %9s %9s %12s %7s\n", "rank", "method", "CR", "nonzero",
            "sparse acc", "secs");
     for (int i = 0; i < nres; i++)
