@@ -1,20 +1,97 @@
 /*
  * dwf_thresh.c - threshold curves of a sparse model and tolerance-based
  * selection on validation accuracy.
+ *
+ * The grid. Point 0 is the model itself; point p > 0 keeps the weights
+ * with fabsf(w) >= t_p (the test dwf_smodel_rethreshold applies), so every
+ * weight has a removal index q: the first p > 0 whose model lacks it.
+ * Points whose weight count equals the previous one's hold the same model
+ * (thresholding is monotone) and copy its accuracies; the others are the
+ * distinct "models" e = 0, 1, ... The grid runs until no weight is left
+ * (or max_points); the stopping rule then truncates it, so the result is
+ * the one of evaluating points one by one until the stop.
+ *
+ * The incremental path (MLPs: dense, relu and flatten layers). Samples go
+ * in blocks of BLK, feature-major (features x BLK), each block through the
+ * models in turn, the blocks shared by the lanes of a dwf_workers team:
+ *
+ *  - Layer 0 (most of the weights): z0 = W x + b is kept in double and,
+ *    between consecutive models, either updated by the removed weights
+ *    only (z0[i, :] -= w_ij x[j, :]) or rebuilt (dense or CSR), whichever
+ *    a cost model (plan_layer0) finds cheaper. The products of a row are
+ *    summed in float (AVX-512 kernels where the CPU has them, else portable
+ *    C or cblas_sgemm); that rounding is accounted for below.
+ *  - Later layers are recomputed (in float, from the float-rounded layer-0
+ *    output) only for the samples a rigorous bound cannot certify: each
+ *    sample keeps its logits from its last recomputation (its base); the
+ *    change since then is bounded through the layers by norms - rigorous
+ *    bounds of the spectral norm (Frobenius, sqrt(|W|_1 |W|_inf)) first,
+ *    then, if that fails, row by row (Cauchy-Schwarz / Hoelder) - of the
+ *    current weights times the input change plus the weights removed since
+ *    the base times the base input (certify_block, certify). Layer-0 units
+ *    no longer read by layer 1 ("dead": their column is empty) stay dead
+ *    at higher thresholds and are skipped.
+ *  - Rounding. The reference, dwf_smodel_evaluate(), computes in float32
+ *    in an order of its own (sgemm or CSR, dependent on batch size and
+ *    position). A rigorous worst-case bound on its rounding (gamma_n sum
+ *    |terms| through |W|) flags 7-13% of a 3-epoch LeNet-300-100's samples
+ *    as possible ties, so the margin used is probabilistic (Higham & Mary,
+ *    SIAM J. Sci. Comput. 41(5), 2019): the rounding error of a sum of n
+ *    terms has a standard deviation of at most u sqrt(n + 2) sum |terms|
+ *    (sum |terms| <= min(|w|_2 |h|_2, |w|_1 |h|_inf) + |b|), independent
+ *    between units; it reaches the logits through the spectral norms of
+ *    the layers in between and each class row's 2-norm. This code's own
+ *    float rounding counts the same way (sigma0's second term, bsig). A
+ *    sample whose top logit is not above every other by TAIL_SIGMAS (16)
+ *    of these standard deviations is a near tie (the worst error seen on
+ *    the models measured was 0.2 of one): it is run through
+ *    dwf_smodel_forward() on the rethresholded model, in a batch of the
+ *    size dwf_smodel_evaluate() gives it and at the same position (its
+ *    results depend on both, not on the other samples), so it gets the
+ *    reference's own prediction (ref_eval). Every other sample's
+ *    prediction is the reference's unless that rounding exceeds 16
+ *    standard deviations.
+ *  - The data set that decides the stop (validation, else test) goes
+ *    through every model first; its accuracy before the near ties lies in
+ *    [ok, ok + ties] / n, which settles the stop (else that model's ties
+ *    are resolved at once); the other data set goes only through the models
+ *    up to the stop; the near ties of both then share reference batches.
+ *
+ * Other architectures, and opts->from_scratch, evaluate every distinct
+ * model with dwf_smodel_evaluate().
  */
 #include "dwf_thresh.h"
 
+#include <cblas.h>
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "dwf_simd.h"
+#include "dwf_workers.h"
+
+/* The batch dwf_smodel_evaluate() runs (EVAL_BATCH in dwf_sparse.c): a
+ * near-tie sample is re-run in a batch of the size it has there. */
+#define REF_BATCH 256
+#define BLK 128            /* samples per block of the incremental path */
+#define TAIL_SIGMAS 16.0   /* near-tie margin, in rounding standard deviations */
+/* Relative costs per multiply-add and sample of the layer-0 updates, with
+ * cblas_sgemm = 1 (measured on the bench machine, bench/bench_thresh.c). */
+#define COST_CSR 3.0
+#define COST_INC 3.0
+#define DENSE_BUDGET ((int64_t)64 << 20) /* bytes of a later layer's dense
+                                              copies over all models */
+
 void dwf_thresh_opts_default(dwf_thresh_opts *o)
 {
     o->per_decade = 4;
     o->max_points = 64;
     o->chance_margin = 0.02;
+    o->threads = 1;
+    o->from_scratch = 0;
+    o->portable = 0;
 }
 
 void dwf_thresh_curve_free(dwf_thresh_curve *c)
@@ -37,39 +114,2145 @@ static int has_data(const dwf_dataset *d)
     return d && d->n > 0;
 }
 
-/* Counts, CR and accuracies of m into p. prev (may be NULL) is the point
- * of a lower threshold of the same weights (biases are never cut here),
- * with prev_pnz non-zero weights and biases: when m has as many, the sets
- * are equal (thresholding is monotone), so is the model, and its
- * accuracies are copied instead of evaluated again. */
-static int eval_point(const dwf_smodel *m, const dwf_dataset *val,
-                      const dwf_dataset *test, const dwf_thresh_point *prev,
-                      int64_t prev_pnz, int64_t *pnz, dwf_thresh_point *p,
+static double mn(double a, double b)
+{
+    return a < b ? a : b;
+}
+
+static double mx(double a, double b)
+{
+    return a > b ? a : b;
+}
+
+/* The first maximum, as dwf_softmax_xent counts a correct prediction. */
+static int argmax_f(const float *z, int c)
+{
+    int am = 0;
+    float m = z[0];
+    for (int j = 1; j < c; j++)
+        if (z[j] > m) {
+            m = z[j];
+            am = j;
+        }
+    return am;
+}
+
+/* ---- the grid ------------------------------------------------------------ */
+
+typedef struct grid {
+    int n;                    /* points */
+    float *t;                 /* thresholds (t[0] = the model's eps) */
+    int64_t *nz;              /* non-zero weights per point, n x n_layers */
+    int n_layers;
+    int32_t *q[DWF_MAX_LAYERS]; /* removal index of every weight entry */
+} grid;
+
+static void grid_free(grid *g)
+{
+    free(g->t);
+    free(g->nz);
+    for (int i = 0; i < DWF_MAX_LAYERS; i++)
+        free(g->q[i]);
+    memset(g, 0, sizeof *g);
+}
+
+/* First p in [1, n) whose model lacks a weight of magnitude a (n if none):
+ * the grid is ascending, so "!(a >= t[p])" is monotone in p (NaN: p = 1). */
+static int32_t removal_index(const float *t, int n, float a)
+{
+    if (n < 2)
+        return n;
+    if (!(a >= t[1]))
+        return 1;
+    int lo = 1, hi = n; /* a >= t[lo]; t[hi] (or the end) lacks it */
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (a >= t[mid])
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return hi;
+}
+
+static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
                       dwf_err *err)
 {
-    memset(p, 0, sizeof *p);
-    p->threshold = (double)m->eps;
-    dwf_smodel_counts(m, &p->weights, &p->nonzero, NULL, pnz);
-    p->cr = p->nonzero > 0 ? (double)p->weights / (double)p->nonzero : INFINITY;
-    for (int i = 0; i < m->arch.n_layers && i < DWF_MAX_LAYERS; i++) {
-        if (!dwf_layer_has_weight(m->arch.layers[i].kind))
+    memset(g, 0, sizeof *g);
+    const dwf_arch *a = &s->arch;
+    g->n_layers = a->n_layers;
+    float amax = -1.0f; /* largest magnitude (NaN weights never stay) */
+    int64_t total = 0;
+    for (int i = 0; i < a->n_layers; i++) {
+        if (!dwf_layer_has_weight(a->layers[i].kind))
             continue;
-        p->layer_nonzero[i] = m->w[i].nnz;
-        p->layer_weights[i] = (int64_t)m->w[i].rows * m->w[i].cols;
+        const dwf_csr *c = &s->w[i];
+        total += c->nnz;
+        for (int64_t k = 0; k < c->nnz; k++) {
+            float v = fabsf(c->values[k]);
+            if (v > amax)
+                amax = v;
+        }
     }
-    p->val_acc = NAN;
-    p->test_acc = NAN;
-    if (prev && prev_pnz == *pnz) {
-        p->val_acc = prev->val_acc;
-        p->test_acc = prev->test_acc;
+    g->t = malloc((size_t)o->max_points * sizeof *g->t);
+    if (!g->t)
+        return dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
+    double base = s->eps > 0.0f ? (double)s->eps : (double)FLT_EPSILON;
+    g->t[g->n++] = s->eps;
+    float prev = s->eps;
+    /* until a point without weights (t > amax), the cap, or overflow */
+    for (int k = 1; g->n < o->max_points && total > 0 && amax >= prev; k++) {
+        float t = (float)(base * pow(10.0, (double)k / o->per_decade));
+        if (!isfinite(t))
+            break;
+        if (t <= prev)
+            continue;
+        g->t[g->n++] = t;
+        prev = t;
+    }
+    g->nz = calloc((size_t)g->n * a->n_layers, sizeof *g->nz);
+    if (!g->nz)
+        goto oom;
+    for (int i = 0; i < a->n_layers; i++) {
+        if (!dwf_layer_has_weight(a->layers[i].kind))
+            continue;
+        const dwf_csr *c = &s->w[i];
+        g->q[i] = malloc((size_t)(c->nnz > 0 ? c->nnz : 1) * sizeof *g->q[i]);
+        if (!g->q[i])
+            goto oom;
+        /* removals per point, then non-zeros = entries removed later */
+        for (int64_t k = 0; k < c->nnz; k++) {
+            int32_t q = removal_index(g->t, g->n, fabsf(c->values[k]));
+            g->q[i][k] = q;
+            if (q < g->n)
+                g->nz[(size_t)q * a->n_layers + i]++;
+        }
+        int64_t left = c->nnz;
+        for (int p = 0; p < g->n; p++) {
+            int64_t gone = g->nz[(size_t)p * a->n_layers + i];
+            left -= gone;
+            g->nz[(size_t)p * a->n_layers + i] = left; /* q >= 1: none gone at 0 */
+        }
+    }
+    return 0;
+oom:
+    grid_free(g);
+    return dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
+}
+
+static int64_t grid_total(const grid *g, int p)
+{
+    int64_t n = 0;
+    for (int i = 0; i < g->n_layers; i++)
+        n += g->nz[(size_t)p * g->n_layers + i];
+    return n;
+}
+
+/* Counts and CR of grid point p into *pt (accuracies NaN). */
+static void fill_point(const dwf_smodel *s, const grid *g, int p,
+                       dwf_thresh_point *pt)
+{
+    memset(pt, 0, sizeof *pt);
+    pt->threshold = (double)g->t[p];
+    for (int i = 0; i < s->arch.n_layers && i < DWF_MAX_LAYERS; i++) {
+        if (!dwf_layer_has_weight(s->arch.layers[i].kind))
+            continue;
+        pt->layer_nonzero[i] = g->nz[(size_t)p * g->n_layers + i];
+        pt->layer_weights[i] = (int64_t)s->w[i].rows * s->w[i].cols;
+        pt->weights += pt->layer_weights[i];
+        pt->nonzero += pt->layer_nonzero[i];
+    }
+    pt->cr = pt->nonzero > 0 ? (double)pt->weights / (double)pt->nonzero : INFINITY;
+    pt->val_acc = NAN;
+    pt->test_acc = NAN;
+}
+
+/* The model of grid point p: s itself at p = 0, else rethresholded. */
+static int point_model(const dwf_smodel *s, const grid *g, int p, dwf_smodel *m,
+                       const dwf_smodel **use, dwf_err *err)
+{
+    if (p == 0) {
+        *use = s;
         return 0;
     }
-    double loss;
+    int rc = dwf_smodel_rethreshold(s, g->t[p], NULL, 0, m, err);
+    *use = rc ? NULL : m;
+    return rc;
+}
+
+/* ---- the MLP view and the per-model plan ---------------------------------- */
+
+enum { L0_DENSE, L0_CSR, L0_INC };
+
+typedef struct mlp_layer {
+    int li;               /* index in arch.layers */
+    int rows, cols;
+    int relu;             /* relu on its output */
+    const float *bias;    /* may be NULL */
+    double bmax;          /* max |bias| */
+    double gam;           /* u sqrt(cols + 2): rounding std per sum |terms| */
+} mlp_layer;
+
+/* A sparse matrix of this file's kernels (int32 everywhere). */
+typedef struct mat {
+    int32_t *ptr, *idx;
+    float *val;
+} mat;
+
+static void mat_free(mat *m)
+{
+    free(m->ptr);
+    free(m->idx);
+    free(m->val);
+    memset(m, 0, sizeof *m);
+}
+
+typedef struct lat_pt {   /* a later layer (l >= 1) in one model */
+    mat w;                /* its weights */
+    float *wd;            /* dense copy (rows x cols) when dense enough */
+    double *n2, *n1;      /* row 2- and 1-norms */
+    double *c2, *c1;      /* removed since model 0, per row: sum w^2, sum |w| */
+    double n2max, n1max;
+    double op;            /* estimate (rounding) of the spectral norm */
+    double op_rig;        /* rigorous bound of it: min(||W||_F, sqrt(||W||_1 ||W||_inf)) */
+    double f2rem;         /* sum of the squares of c2 (removed since model 0) */
+    double r2max;         /* max_r c2[r] */
+    int64_t n_rem;        /* entries removed since model 0 */
+} lat_pt;
+
+typedef struct pt_plan {  /* one distinct model */
+    int p;                /* its grid point */
+    int mode;             /* how layer 0 gets there (L0_*) */
+    float *wd;            /* L0_DENSE: the dense layer-0 weight */
+    mat full;             /* L0_CSR: the layer-0 weight */
+    mat rem;              /* L0_INC: the layer-0 weights removed here */
+    double *n2, *n1;      /* layer-0 row norms */
+    double n2max, n1max;
+    double *m2, *m1;      /* per row, the norms summed over the float-computed
+                             pieces layer 0 holds (rebuild + increments) */
+    double m2max, m1max;
+    int l0_same;          /* layer 0 as in the previous model */
+    int32_t *touch;       /* L0_INC: the layer-0 rows it changes */
+    int n_touch;
+    int32_t *live;        /* layer-0 units layer 1 still reads (ascending; all
+                             with a dense layer-1 copy); a unit, once dead,
+                             stays dead at higher thresholds */
+    int n_live;
+    int fine;             /* try the row-by-row certification before a
+                             recomputation (when that costs much more) */
+    lat_pt *lat;          /* nd - 1 */
+} pt_plan;
+
+typedef struct plan {
+    const dwf_smodel *s;
+    const dwf_dataset *data[2];
+    int nd;
+    mlp_layer L[DWF_MAX_LAYERS];
+    int dim, nc, max_rows;
+    int n_pt;
+    pt_plan *pt;
+    int n_blk;
+    int (*blk)[3];        /* data set, start, size */
+    int fast;             /* AVX-512 kernels */
+} plan;
+
+/* The layers as dense (+ relu) steps, or 0 when the path does not apply:
+ * flatten and relu only, no relu before the first dense layer, nothing but
+ * flatten after the last. */
+static int mlp_view(const dwf_smodel *s, plan *P)
+{
+    const dwf_arch *a = &s->arch;
+    P->nd = 0;
+    for (int i = 0; i < a->n_layers; i++) {
+        const dwf_layer_spec *l = &a->layers[i];
+        switch (l->kind) {
+        case DWF_LAYER_DENSE: {
+            mlp_layer *m = &P->L[P->nd++];
+            memset(m, 0, sizeof *m);
+            m->li = i;
+            m->rows = s->w[i].rows;
+            m->cols = s->w[i].cols;
+            m->bias = s->bias[i];
+            for (int r = 0; m->bias && r < m->rows; r++)
+                m->bmax = mx(m->bmax, fabs((double)m->bias[r]));
+            m->gam = ldexp(1.0, -24) * sqrt(m->cols + 2.0);
+            break;
+        }
+        case DWF_LAYER_RELU:
+            if (P->nd == 0)
+                return 0;
+            P->L[P->nd - 1].relu = 1;
+            break;
+        case DWF_LAYER_FLATTEN:
+            break;
+        default:
+            return 0;
+        }
+    }
+    if (P->nd < 1 || P->L[P->nd - 1].relu || P->L[P->nd - 1].rows != a->n_classes)
+        return 0;
+    for (int l = 1; l < P->nd; l++)
+        if (P->L[l].cols != P->L[l - 1].rows)
+            return 0;
+    return P->L[0].cols == a->in_c * a->in_h * a->in_w;
+}
+
+static void plan_free(plan *P)
+{
+    for (int e = 0; P->pt && e < P->n_pt; e++) {
+        pt_plan *pp = &P->pt[e];
+        free(pp->wd);
+        mat_free(&pp->full);
+        mat_free(&pp->rem);
+        free(pp->n2);
+        free(pp->n1);
+        free(pp->m2);
+        free(pp->m1);
+        free(pp->live);
+        free(pp->touch);
+        for (int l = 0; pp->lat && l < P->nd - 1; l++) {
+            lat_pt *c = &pp->lat[l];
+            mat_free(&c->w);
+            free(c->wd);
+            free(c->n2);
+            free(c->n1);
+            free(c->c2);
+            free(c->c1);
+        }
+        free(pp->lat);
+    }
+    free(P->pt);
+    free(P->blk);
+    P->pt = NULL;
+    P->blk = NULL;
+}
+
+/* The entries of c kept at grid point p (removal index > p) as a mat. */
+static int mat_select(const dwf_csr *c, const int32_t *q, int p, mat *m)
+{
+    int64_t n = 0;
+    for (int64_t k = 0; k < c->nnz; k++)
+        n += q[k] > p;
+    m->ptr = malloc(((size_t)c->rows + 1) * sizeof *m->ptr);
+    m->idx = malloc((size_t)(n > 0 ? n : 1) * sizeof *m->idx);
+    m->val = malloc((size_t)(n > 0 ? n : 1) * sizeof *m->val);
+    if (!m->ptr || !m->idx || !m->val)
+        return DWF_ENOMEM;
+    int32_t o = 0;
+    m->ptr[0] = 0;
+    for (int r = 0; r < c->rows; r++) {
+        for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++) {
+            if (q[k] > p) {
+                m->idx[o] = c->indices[k];
+                m->val[o++] = c->values[k];
+            }
+        }
+        m->ptr[r + 1] = o;
+    }
+    return 0;
+}
+
+/* An estimate of the spectral norm of m (rows x cols) by power iteration,
+ * raised by 10% (it converges from below). */
+static double spectral(const mat *m, int rows, int cols)
+{
+    double *v = malloc((size_t)cols * sizeof *v), *u = malloc((size_t)rows * sizeof *u);
+    double lam = 0.0;
+    if (!v || !u) {
+        free(v);
+        free(u);
+        return INFINITY;
+    }
+    for (int j = 0; j < cols; j++)
+        v[j] = 1.0 / sqrt((double)cols) * (1.0 + 0.01 * (j % 7));
+    for (int it = 0; it < 25; it++) {
+        for (int r = 0; r < rows; r++) {
+            double acc = 0.0;
+            for (int32_t k = m->ptr[r]; k < m->ptr[r + 1]; k++)
+                acc += (double)m->val[k] * v[m->idx[k]];
+            u[r] = acc;
+        }
+        memset(v, 0, (size_t)cols * sizeof *v);
+        for (int r = 0; r < rows; r++)
+            for (int32_t k = m->ptr[r]; k < m->ptr[r + 1]; k++)
+                v[m->idx[k]] += (double)m->val[k] * u[r];
+        double nv = 0.0;
+        for (int j = 0; j < cols; j++)
+            nv += v[j] * v[j];
+        nv = sqrt(nv);
+        if (!(nv > 0.0)) {
+            lam = nv == 0.0 ? 0.0 : INFINITY;
+            break;
+        }
+        lam = nv;
+        for (int j = 0; j < cols; j++)
+            v[j] /= nv;
+    }
+    free(v);
+    free(u);
+    return 1.1 * sqrt(lam);
+}
+
+/* Later layer l at model e: weights, norms, removed sums, spectral bound. */
+static int plan_later(plan *P, const grid *g, int e, int l, double op0,
+                      double *col)
+{
+    const mlp_layer *L = &P->L[l];
+    const dwf_csr *c = &P->s->w[L->li];
+    const int32_t *q = g->q[L->li];
+    int p = P->pt[e].p;
+    lat_pt *lp = &P->pt[e].lat[l - 1];
+    lp->n2 = calloc((size_t)L->rows, sizeof(double));
+    lp->n1 = calloc((size_t)L->rows, sizeof(double));
+    lp->c2 = calloc((size_t)L->rows, sizeof(double));
+    lp->c1 = calloc((size_t)L->rows, sizeof(double));
+    if (!lp->n2 || !lp->n1 || !lp->c2 || !lp->c1 || mat_select(c, q, p, &lp->w))
+        return DWF_ENOMEM;
+    double frob = 0.0, frob_rem = 0.0, colmax = 0.0;
+    memset(col, 0, (size_t)L->cols * sizeof *col);
+    for (int r = 0; r < L->rows; r++) {
+        for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++) {
+            double v = c->values[k];
+            if (q[k] > p) {
+                lp->n2[r] += v * v;
+                lp->n1[r] += fabs(v);
+                col[c->indices[k]] += fabs(v);
+            } else {
+                lp->c2[r] += v * v;
+                lp->c1[r] += fabs(v);
+                lp->n_rem++;
+            }
+        }
+        frob += lp->n2[r];
+        frob_rem += lp->c2[r];
+        lp->r2max = mx(lp->r2max, lp->c2[r]);
+        lp->n2[r] = sqrt(lp->n2[r]);
+        lp->n2max = mx(lp->n2max, lp->n2[r]);
+        lp->n1max = mx(lp->n1max, lp->n1[r]);
+    }
+    for (int j = 0; j < L->cols; j++)
+        colmax = mx(colmax, col[j]);
+    /* ||W||_2 <= ||W||_F, sqrt(||W||_1 ||W||_inf), ||W_0||_2 + ||W_0 - W||_F */
+    lp->op = lp->op_rig = mn(sqrt(frob), sqrt(colmax * lp->n1max)) * (1.0 + 1e-9);
+    lp->f2rem = frob_rem;
+    /* dense enough for the dense kernel (the crossover of dwf_sparse),
+     * when a copy for every model fits the budget */
+    size_t dn = (size_t)L->rows * L->cols;
+    int64_t nnz = lp->w.ptr[L->rows];
+    if ((double)nnz > DWF_SPARSE_CROSSOVER * (double)dn &&
+        (double)dn * sizeof(float) * P->n_pt <= (double)DENSE_BUDGET) {
+        lp->wd = calloc(dn, sizeof *lp->wd);
+        if (!lp->wd)
+            return DWF_ENOMEM;
+        for (int r = 0; r < L->rows; r++)
+            for (int32_t k = lp->w.ptr[r]; k < lp->w.ptr[r + 1]; k++)
+                lp->wd[(size_t)r * L->cols + lp->w.idx[k]] = lp->w.val[k];
+    }
+    if (l < P->nd - 1 && isfinite(op0))
+        lp->op = mn(lp->op, op0 + sqrt(frob_rem));
+    return 0;
+}
+
+/* Chooses how layer 0 reaches each model and builds what that needs:
+ * emap[p] is the model index of grid point p (every removal index is one). */
+static int plan_layer0(plan *P, const grid *g, const int *emap)
+{
+    const mlp_layer *L = &P->L[0];
+    const dwf_csr *c = &P->s->w[L->li];
+    const int32_t *q = g->q[L->li];
+    int E = P->n_pt, R = L->rows, rc = 0;
+    size_t ER = (size_t)E * R;
+    double *sq = calloc((size_t)R, sizeof *sq), *ab = calloc((size_t)R, sizeof *ab);
+    double *rsq = calloc(ER, sizeof *rsq), *rab = calloc(ER, sizeof *rab);
+    int32_t *cnt = calloc(ER, sizeof *cnt);
+    if (!sq || !ab || !rsq || !rab || !cnt) {
+        rc = DWF_ENOMEM;
+        goto out;
+    }
+    /* one pass: row sums of model 0 and of what each model drops */
+    for (int r = 0; r < R; r++)
+        for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++) {
+            double v = c->values[k];
+            sq[r] += v * v;
+            ab[r] += fabs(v);
+            if (q[k] < g->n) {
+                size_t o = (size_t)emap[q[k]] * R + r;
+                rsq[o] += v * v;
+                rab[o] += fabs(v);
+                cnt[o]++;
+            }
+        }
+    for (int e = 0; e < E && !rc; e++) {
+        pt_plan *pp = &P->pt[e];
+        int p = pp->p;
+        int64_t nnz = g->nz[(size_t)p * g->n_layers + L->li], removed = 0;
+        if (e > 0)
+            removed = g->nz[(size_t)P->pt[e - 1].p * g->n_layers + L->li] - nnz;
+        double dense = (double)R * L->cols, csr = COST_CSR * (double)nnz;
+        double inc = e > 0 ? COST_INC * (double)removed : INFINITY;
+        pp->mode = inc <= mn(dense, csr) ? L0_INC : csr < dense ? L0_CSR : L0_DENSE;
+        pp->l0_same = e > 0 && removed == 0;
+        pp->n2 = malloc((size_t)R * sizeof(double));
+        pp->n1 = malloc((size_t)R * sizeof(double));
+        pp->m2 = malloc((size_t)R * sizeof(double));
+        pp->m1 = malloc((size_t)R * sizeof(double));
+        if (!pp->n2 || !pp->n1 || !pp->m2 || !pp->m1) {
+            rc = DWF_ENOMEM;
+            break;
+        }
+        /* row norms: model 0's minus what was dropped so far (a little
+         * slack covers the rounding of the subtraction) */
+        pp->n2max = pp->n1max = pp->m2max = pp->m1max = 0.0;
+        for (int r = 0; r < R; r++) {
+            if (e > 0) {
+                sq[r] -= rsq[(size_t)e * R + r];
+                ab[r] -= rab[(size_t)e * R + r];
+            }
+            pp->n2[r] = sqrt(mx(sq[r], 0.0) * (1.0 + 1e-9));
+            pp->n1[r] = mx(ab[r], 0.0) * (1.0 + 1e-9);
+            pp->n2max = mx(pp->n2max, pp->n2[r]);
+            pp->n1max = mx(pp->n1max, pp->n1[r]);
+            /* a rebuild holds one float piece (the weights); an increment
+             * adds the removed weights' (one row of them is one sum) */
+            if (pp->mode == L0_INC) {
+                pp->m2[r] = P->pt[e - 1].m2[r] + sqrt(rsq[(size_t)e * R + r]) * (1.0 + 1e-9);
+                pp->m1[r] = P->pt[e - 1].m1[r] + rab[(size_t)e * R + r] * (1.0 + 1e-9);
+            } else {
+                pp->m2[r] = pp->n2[r];
+                pp->m1[r] = pp->n1[r];
+            }
+            pp->m2max = mx(pp->m2max, pp->m2[r]);
+            pp->m1max = mx(pp->m1max, pp->m1[r]);
+        }
+        if (pp->mode == L0_INC) {
+            mat *m = &pp->rem;
+            m->ptr = malloc(((size_t)R + 1) * sizeof *m->ptr);
+            m->idx = malloc((size_t)(removed > 0 ? removed : 1) * sizeof *m->idx);
+            m->val = malloc((size_t)(removed > 0 ? removed : 1) * sizeof *m->val);
+            if (!m->ptr || !m->idx || !m->val) {
+                rc = DWF_ENOMEM;
+                break;
+            }
+            m->ptr[0] = 0;
+            pp->touch = malloc((size_t)R * sizeof *pp->touch);
+            if (!pp->touch) {
+                rc = DWF_ENOMEM;
+                break;
+            }
+            pp->n_touch = 0;
+            for (int r = 0; r < R; r++) {
+                m->ptr[r + 1] = m->ptr[r] + cnt[(size_t)e * R + r];
+                if (cnt[(size_t)e * R + r])
+                    pp->touch[pp->n_touch++] = r;
+            }
+        } else if (pp->mode == L0_CSR) {
+            if (mat_select(c, q, p, &pp->full))
+                rc = DWF_ENOMEM;
+        } else {
+            pp->wd = calloc((size_t)R * L->cols, sizeof *pp->wd);
+            if (!pp->wd) {
+                rc = DWF_ENOMEM;
+                break;
+            }
+            for (int r = 0; r < R; r++)
+                for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++)
+                    if (q[k] > p)
+                        pp->wd[(size_t)r * L->cols + c->indices[k]] = c->values[k];
+        }
+    }
+    if (rc)
+        goto out;
+    /* second pass: the removal lists, in CSR order within each row */
+    memset(cnt, 0, ER * sizeof *cnt);
+    for (int r = 0; r < R; r++)
+        for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++) {
+            if (q[k] >= g->n)
+                continue;
+            int e = emap[q[k]];
+            mat *m = &P->pt[e].rem;
+            if (P->pt[e].mode != L0_INC)
+                continue;
+            int32_t o = m->ptr[r] + cnt[(size_t)e * R + r]++;
+            m->idx[o] = c->indices[k];
+            m->val[o] = c->values[k];
+        }
+out:
+    free(sq);
+    free(ab);
+    free(rsq);
+    free(rab);
+    free(cnt);
+    return rc;
+}
+
+typedef struct plan_job {
+    plan *P;
+    const grid *g;
+    const double *op0;
+    int n;          /* lanes */
+    double *col[DWF_MAX_THREADS];
+    int rc[DWF_MAX_THREADS];
+} plan_job;
+
+/* Lane id plans the later layers of models 1 + id, 1 + id + n, ... */
+static void plan_run(void *arg, int id)
+{
+    plan_job *j = arg;
+    plan *P = j->P;
+    for (int e = 1 + id; e < P->n_pt && !j->rc[id]; e += j->n) {
+        P->pt[e].lat = calloc((size_t)(P->nd - 1), sizeof(lat_pt));
+        if (!P->pt[e].lat) {
+            j->rc[id] = DWF_ENOMEM;
+            break;
+        }
+        for (int l = 1; l < P->nd && !j->rc[id]; l++)
+            j->rc[id] = plan_later(P, j->g, e, l, j->op0[l], j->col[id]);
+    }
+}
+
+static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *err)
+{
     int rc = 0;
-    if (has_data(val))
-        rc = dwf_smodel_evaluate(m, val, &p->val_acc, &loss, err);
-    if (!rc && has_data(test))
-        rc = dwf_smodel_evaluate(m, test, &p->test_acc, &loss, err);
+    P->pt = calloc((size_t)g->n, sizeof *P->pt);
+    if (!P->pt)
+        goto oom;
+    P->n_pt = 0;
+    int *emap = malloc((size_t)g->n * sizeof *emap);
+    if (!emap)
+        goto oom;
+    for (int p = 0; p < g->n; p++) {
+        if (p == 0 || grid_total(g, p) != grid_total(g, p - 1))
+            P->pt[P->n_pt++].p = p;
+        emap[p] = P->n_pt - 1;
+    }
+    rc = plan_layer0(P, g, emap);
+    free(emap);
+    if (rc)
+        goto oom;
+    int maxc = 1;
+    for (int l = 1; l < P->nd; l++)
+        maxc = P->L[l].cols > maxc ? P->L[l].cols : maxc;
+    plan_job job;
+    memset(&job, 0, sizeof job);
+    double op0[DWF_MAX_LAYERS];
+    job.P = P;
+    job.g = g;
+    job.op0 = op0;
+    job.n = nl;
+    for (int i = 0; i < nl; i++)
+        if (!(job.col[i] = malloc((size_t)maxc * sizeof(double))))
+            rc = DWF_ENOMEM;
+    /* model 0 first (its spectral norms bound the others'), then the rest
+     * on the team */
+    if (!rc && P->nd > 1 && !(P->pt[0].lat = calloc((size_t)(P->nd - 1), sizeof(lat_pt))))
+        rc = DWF_ENOMEM;
+    for (int l = 1; l < P->nd && !rc; l++) {
+        rc = plan_later(P, g, 0, l, INFINITY, job.col[0]);
+        if (!rc) {
+            lat_pt *lp = &P->pt[0].lat[l - 1];
+            op0[l] = l < P->nd - 1 ? spectral(&lp->w, P->L[l].rows, P->L[l].cols) : INFINITY;
+            lp->op = mn(lp->op, op0[l]);
+        }
+    }
+    if (!rc && P->nd > 1) {
+        if (wk)
+            dwf_workers_run(wk, plan_run, &job);
+        else
+            plan_run(&job, 0);
+        for (int i = 0; i < nl; i++)
+            rc = rc ? rc : job.rc[i];
+    }
+    for (int i = 0; i < nl; i++)
+        free(job.col[i]);
+    for (int e = 0; e < P->n_pt && !rc; e++) {
+        pt_plan *pp = &P->pt[e];
+        int R0 = P->L[0].rows;
+        int64_t later = 0, hidden = 0;
+        for (int l = 1; l < P->nd; l++) {
+            later += pp->lat[l - 1].w.ptr[P->L[l].rows];
+            hidden += l < P->nd - 1 ? P->L[l].rows : 0;
+        }
+        pp->fine = hidden > 0 && later > 8 * hidden;
+        pp->live = malloc((size_t)R0 * sizeof *pp->live);
+        if (!pp->live) {
+            rc = DWF_ENOMEM;
+            break;
+        }
+        if (P->nd == 1 || pp->lat[0].wd) {
+            for (int r = 0; r < R0; r++)
+                pp->live[r] = r;
+            pp->n_live = R0;
+            continue;
+        }
+        const mat *w1 = &pp->lat[0].w;
+        uint8_t *seen = calloc((size_t)R0, 1);
+        if (!seen) {
+            rc = DWF_ENOMEM;
+            break;
+        }
+        for (int32_t k = 0; k < w1->ptr[P->L[1].rows]; k++)
+            seen[w1->idx[k]] = 1;
+        pp->n_live = 0;
+        for (int r = 0; r < R0; r++)
+            if (seen[r])
+                pp->live[pp->n_live++] = r;
+        free(seen);
+    }
+    if (rc)
+        goto oom;
+    P->max_rows = 1;
+    for (int l = 0; l < P->nd; l++)
+        if (P->L[l].rows > P->max_rows)
+            P->max_rows = P->L[l].rows;
+    int nb = 0;
+    for (int ds = 0; ds < 2; ds++)
+        if (has_data(P->data[ds]))
+            nb += (P->data[ds]->n + BLK - 1) / BLK;
+    P->blk = malloc((size_t)(nb > 0 ? nb : 1) * sizeof *P->blk);
+    if (!P->blk)
+        goto oom;
+    P->n_blk = 0;
+    for (int ds = 0; ds < 2; ds++) {
+        if (!has_data(P->data[ds]))
+            continue;
+        for (int st = 0; st < P->data[ds]->n; st += BLK) {
+            int (*b)[3] = &P->blk[P->n_blk++];
+            (*b)[0] = ds;
+            (*b)[1] = st;
+            (*b)[2] = P->data[ds]->n - st < BLK ? P->data[ds]->n - st : BLK;
+        }
+    }
+    return 0;
+oom:
+    return dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
+}
+
+/* ---- kernels ------------------------------------------------------------- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define THR_X86 1
+#include <immintrin.h>
+#endif
+
+/* z (rows x n, double) = bias + m x (set) or -= m x, x (cols x n) float
+ * feature-major; the products of a row are summed in float (its rounding
+ * is counted in sigma0), then added to z in double. Rows without entries
+ * are skipped when subtracting. */
+static void csr_fd_c(const int32_t *restrict ip, const int32_t *restrict ix,
+                     const float *restrict v, int rows, const float *restrict x,
+                     int n, int set, const float *restrict bias,
+                     double *restrict z)
+{
+    for (int r = 0; r < rows; r++) {
+        double *restrict zr = z + (size_t)r * n;
+        if (set) {
+            const double b0 = bias ? (double)bias[r] : 0.0;
+            for (int j = 0; j < n; j++)
+                zr[j] = b0;
+        }
+        const double sg = set ? 1.0 : -1.0;
+        for (int32_t k = ip[r]; k < ip[r + 1]; k++) {
+            const float *restrict xk = x + (size_t)ix[k] * n;
+            const double w = sg * v[k]; /* w x is exact in double */
+            for (int j = 0; j < n; j++)
+                zr[j] += w * (double)xk[j];
+        }
+    }
+}
+
+#ifdef THR_X86
+/* One row of csr_fd_c with AVX-512: up to 128 columns from j0 (nq <= 8
+ * vectors of 16, the last masked by ml) in named float registers while
+ * the row's entries stream by. Inlined with a constant nq. */
+#define FC_ACC(q)                                                             \
+    do {                                                                      \
+        if (nq > q)                                                           \
+            a##q = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(nq == q + 1 ? ml : 0xffff, xr + 16 * q), a##q); \
+    } while (0)
+#define FC_PUT(q)                                                             \
+    do {                                                                      \
+        if (nq > q)                                                           \
+            fc_put(zr + 16 * q, b0, set, a##q, nq == q + 1 ? ml : 0xffff);    \
+    } while (0)
+
+/* z[0..16) (masked) = b0 + a, or -= a, in double. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+fc_put(double *z, double b0, int set, __m512 a, __mmask16 m)
+{
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    __mmask8 ml = (__mmask8)(m & 0xff), mh = (__mmask8)(m >> 8);
+    if (set) {
+        const __m512d b = _mm512_set1_pd(b0);
+        _mm512_mask_storeu_pd(z, ml, _mm512_add_pd(b, lo));
+        _mm512_mask_storeu_pd(z + 8, mh, _mm512_add_pd(b, hi));
+    } else {
+        _mm512_mask_storeu_pd(z, ml, _mm512_sub_pd(_mm512_maskz_loadu_pd(ml, z), lo));
+        _mm512_mask_storeu_pd(z + 8, mh, _mm512_sub_pd(_mm512_maskz_loadu_pd(mh, z + 8), hi));
+    }
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+fc_rows(const int32_t *restrict ip, const int32_t *restrict ix, const float *restrict v,
+        int rows, const float *restrict x, int n, int j0, const int nq, __mmask16 ml,
+        int set, const float *restrict bias, double *restrict z)
+{
+    for (int r = 0; r < rows; r++) {
+        if (!set && ip[r] == ip[r + 1])
+            continue;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+               a6 = a0, a7 = a0;
+        for (int32_t k = ip[r]; k < ip[r + 1]; k++) {
+            const __m512 w_ = _mm512_set1_ps(v[k]);
+            const float *xr = x + (size_t)ix[k] * n + j0;
+            FC_ACC(0);
+            FC_ACC(1);
+            FC_ACC(2);
+            FC_ACC(3);
+            FC_ACC(4);
+            FC_ACC(5);
+            FC_ACC(6);
+            FC_ACC(7);
+        }
+        double *zr = z + (size_t)r * n + j0;
+        double b0 = bias && set ? (double)bias[r] : 0.0;
+        FC_PUT(0);
+        FC_PUT(1);
+        FC_PUT(2);
+        FC_PUT(3);
+        FC_PUT(4);
+        FC_PUT(5);
+        FC_PUT(6);
+        FC_PUT(7);
+    }
+}
+#undef FC_ACC
+#undef FC_PUT
+
+__attribute__((target("avx512f"))) static void
+csr_fd_512(const int32_t *restrict ip, const int32_t *restrict ix,
+           const float *restrict v, int rows, const float *restrict x, int n,
+           int set, const float *restrict bias, double *restrict z)
+{
+    for (int j0 = 0; j0 < n; j0 += 128) {
+        int m = n - j0 < 128 ? n - j0 : 128, nq = (m + 15) / 16;
+        __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
+        switch (nq) {
+        case 1: fc_rows(ip, ix, v, rows, x, n, j0, 1, ml, set, bias, z); break;
+        case 2: fc_rows(ip, ix, v, rows, x, n, j0, 2, ml, set, bias, z); break;
+        case 3: fc_rows(ip, ix, v, rows, x, n, j0, 3, ml, set, bias, z); break;
+        case 4: fc_rows(ip, ix, v, rows, x, n, j0, 4, ml, set, bias, z); break;
+        case 5: fc_rows(ip, ix, v, rows, x, n, j0, 5, ml, set, bias, z); break;
+        case 6: fc_rows(ip, ix, v, rows, x, n, j0, 6, ml, set, bias, z); break;
+        case 7: fc_rows(ip, ix, v, rows, x, n, j0, 7, ml, set, bias, z); break;
+        default: fc_rows(ip, ix, v, rows, x, n, j0, 8, ml, set, bias, z); break;
+        }
+    }
+}
+
+/* A tile of z: up to 4 rows from r0 by nq <= 4 vectors of 16 columns from
+ * j0 (the last one masked by ml) = bias + W x, the products summed in
+ * float in named registers (arrays of vectors end up on the stack), then
+ * added to the bias in double. Inlined with a constant nq. */
+#define FD_ROW(i, wk)                                                         \
+    do {                                                                      \
+        __m512 b_ = _mm512_set1_ps(wk);                                       \
+        a##i##0 = _mm512_fmadd_ps(b_, x0, a##i##0);                           \
+        if (nq > 1)                                                           \
+            a##i##1 = _mm512_fmadd_ps(b_, x1, a##i##1);                       \
+        if (nq > 2)                                                           \
+            a##i##2 = _mm512_fmadd_ps(b_, x2, a##i##2);                       \
+        if (nq > 3)                                                           \
+            a##i##3 = _mm512_fmadd_ps(b_, x3, a##i##3);                       \
+    } while (0)
+#define FD_STORE(i)                                                           \
+    do {                                                                      \
+        if (i < nr) {                                                         \
+            double *zr = z + (size_t)(r0 + i) * n + j0;                       \
+            double b0 = bias ? (double)bias[r0 + i] : 0.0;                    \
+            fd_put(zr, b0, a##i##0, nq == 1 ? ml : 0xffff);                   \
+            if (nq > 1)                                                       \
+                fd_put(zr + 16, b0, a##i##1, nq == 2 ? ml : 0xffff);          \
+            if (nq > 2)                                                       \
+                fd_put(zr + 32, b0, a##i##2, nq == 3 ? ml : 0xffff);          \
+            if (nq > 3)                                                       \
+                fd_put(zr + 48, b0, a##i##3, ml);                             \
+        }                                                                     \
+    } while (0)
+
+/* z[0..16) (masked) = b0 + the 16 floats of a, in double. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+fd_put(double *z, double b0, __m512 a, __mmask16 m)
+{
+    const __m512d b = _mm512_set1_pd(b0);
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    _mm512_mask_storeu_pd(z, (__mmask8)(m & 0xff), _mm512_add_pd(b, lo));
+    _mm512_mask_storeu_pd(z + 8, (__mmask8)(m >> 8), _mm512_add_pd(b, hi));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+fd_tile(const float *restrict W, int cols, int r0, int nr, const float *restrict x,
+        int n, int j0, const int nq, __mmask16 ml, const float *restrict bias,
+        double *restrict z)
+{
+    const float *w0 = W + (size_t)r0 * cols;
+    const float *w1 = nr > 1 ? w0 + cols : w0, *w2 = nr > 2 ? w0 + 2 * (size_t)cols : w0,
+                *w3 = nr > 3 ? w0 + 3 * (size_t)cols : w0;
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+    __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+    __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    const __mmask16 m0 = nq == 1 ? ml : 0xffff, m1 = nq == 2 ? ml : 0xffff,
+                    m2 = nq == 3 ? ml : 0xffff, m3 = ml;
+    for (int k = 0; k < cols; k++) {
+        const float *xr = x + (size_t)k * n + j0;
+        __m512 x0 = _mm512_maskz_loadu_ps(m0, xr), x1 = x0, x2 = x0, x3 = x0;
+        if (nq > 1)
+            x1 = _mm512_maskz_loadu_ps(m1, xr + 16);
+        if (nq > 2)
+            x2 = _mm512_maskz_loadu_ps(m2, xr + 32);
+        if (nq > 3)
+            x3 = _mm512_maskz_loadu_ps(m3, xr + 48);
+        FD_ROW(0, w0[k]);
+        FD_ROW(1, w1[k]);
+        FD_ROW(2, w2[k]);
+        FD_ROW(3, w3[k]);
+    }
+    FD_STORE(0);
+    FD_STORE(1);
+    FD_STORE(2);
+    FD_STORE(3);
+}
+#undef FD_ROW
+#undef FD_STORE
+
+/* z (rows x n, double) = bias + W x for a dense W (rows x cols, float), x
+ * (cols x n) float feature-major: tiles of 4 rows by up to 64 columns. */
+__attribute__((target("avx512f"))) static void
+dense_fd_512(const float *restrict W, int rows, int cols, const float *restrict x,
+             int n, const float *restrict bias, double *restrict z)
+{
+    for (int j0 = 0; j0 < n; j0 += 64) {
+        int m = n - j0 < 64 ? n - j0 : 64, nq = (m + 15) / 16;
+        __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            int nr = rows - r0 < 4 ? rows - r0 : 4;
+            switch (nq) {
+            case 1:
+                fd_tile(W, cols, r0, nr, x, n, j0, 1, ml, bias, z);
+                break;
+            case 2:
+                fd_tile(W, cols, r0, nr, x, n, j0, 2, ml, bias, z);
+                break;
+            case 3:
+                fd_tile(W, cols, r0, nr, x, n, j0, 3, ml, bias, z);
+                break;
+            default:
+                fd_tile(W, cols, r0, nr, x, n, j0, 4, ml, bias, z);
+                break;
+            }
+        }
+    }
+}
+
+#endif
+
+static int use_avx512(void)
+{
+#ifdef THR_X86
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+static void csr_fd(int fast, const int32_t *ip, const int32_t *ix, const float *v,
+                   int rows, const float *x, int n, int set, const float *bias,
+                   double *z)
+{
+#ifdef THR_X86
+    if (fast) {
+        csr_fd_512(ip, ix, v, rows, x, n, set, bias, z);
+        return;
+    }
+#endif
+    (void)fast;
+    csr_fd_c(ip, ix, v, rows, x, n, set, bias, z);
+}
+
+/* Layer-0 activation: relu keeps NaN (so that it is never certified). */
+static inline double act0(double v, int relu)
+{
+    return relu && v <= 0.0 ? 0.0 : v;
+}
+
+/* Per sample of a block (columns of z, hb: rows x n): the layer-0 output
+ * v = act(z); its change since the base, |v - hb| (2-norm into d2, inf-norm
+ * into di) and its own norms (h2, hi). With rebase, hb = v instead (and
+ * d2 = di = 0). */
+static void h0_pass_c(const double *restrict z, double *restrict hb,
+                      const int32_t *rl, int rows, int n, int relu, int rebase,
+                      double *restrict d2, double *restrict di,
+                      double *restrict h2, double *restrict hi)
+{
+    for (int j = 0; j < n; j++)
+        d2[j] = di[j] = h2[j] = hi[j] = 0.0;
+    for (int t = 0; t < rows; t++) {
+        int r = rl[t];
+        const double *restrict zr = z + (size_t)r * n;
+        double *restrict br = hb + (size_t)r * n;
+        for (int j = 0; j < n; j++) {
+            double v = relu && zr[j] <= 0.0 ? 0.0 : zr[j];
+            double av = fabs(v);
+            if (rebase) {
+                br[j] = v;
+            } else {
+                double dv = fabs(v - br[j]);
+                d2[j] += dv * dv;
+                di[j] = dv > di[j] ? dv : di[j];
+            }
+            h2[j] += v * v;
+            hi[j] = av > hi[j] ? av : hi[j];
+        }
+    }
+    for (int j = 0; j < n; j++) {
+        d2[j] = sqrt(d2[j]);
+        h2[j] = sqrt(h2[j]);
+    }
+}
+
+#ifdef THR_X86
+__attribute__((target("avx512f"))) static void
+h0_pass_512(const double *restrict z, double *restrict hb, const int32_t *rl,
+            int rows, int n, int relu, int rebase, double *restrict d2,
+            double *restrict di, double *restrict h2, double *restrict hi)
+{
+    const __m512d zero = _mm512_setzero_pd();
+    const __m512i absm = _mm512_set1_epi64(0x7fffffffffffffffLL);
+    for (int j0 = 0; j0 < n; j0 += 8) {
+        __mmask8 m = (__mmask8)(n - j0 >= 8 ? 0xff : (1u << (n - j0)) - 1);
+        __m512d a2 = zero, ai = zero, b2 = zero, bi = zero;
+        for (int t = 0; t < rows; t++) {
+            size_t r = (size_t)rl[t];
+            __m512d v = _mm512_maskz_loadu_pd(m, z + r * n + j0);
+            if (relu) /* v <= 0 -> 0; NaN stays */
+                v = _mm512_mask_mov_pd(v, _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ), zero);
+            __m512d av = _mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(v), absm));
+            double *pb = hb + r * n + j0;
+            if (rebase) {
+                _mm512_mask_storeu_pd(pb, m, v);
+            } else {
+                __m512d dv = _mm512_sub_pd(v, _mm512_maskz_loadu_pd(m, pb));
+                dv = _mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(dv), absm));
+                a2 = _mm512_fmadd_pd(dv, dv, a2);
+                ai = _mm512_max_pd(ai, dv);
+            }
+            b2 = _mm512_fmadd_pd(v, v, b2);
+            bi = _mm512_max_pd(bi, av);
+        }
+        _mm512_mask_storeu_pd(d2 + j0, m, _mm512_sqrt_pd(a2));
+        _mm512_mask_storeu_pd(di + j0, m, ai);
+        _mm512_mask_storeu_pd(h2 + j0, m, _mm512_sqrt_pd(b2));
+        _mm512_mask_storeu_pd(hi + j0, m, bi);
+    }
+}
+#endif
+
+/* Over the units rl[0..rows) (the live ones: dead units cannot change
+ * anything any more). */
+static void h0_pass(int fast, const double *z, double *hb, const int32_t *rl,
+                    int rows, int n, int relu, int rebase, double *d2, double *di,
+                    double *h2, double *hi)
+{
+#ifdef THR_X86
+    if (fast) {
+        h0_pass_512(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi);
+        return;
+    }
+#endif
+    (void)fast;
+    h0_pass_c(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi);
+}
+
+static void transpose_f(const float *restrict src, int r, int c, float *restrict dst)
+{
+    const int T = 32;
+    for (int i0 = 0; i0 < r; i0 += T) {
+        int i1 = i0 + T < r ? i0 + T : r;
+        for (int j0 = 0; j0 < c; j0 += T) {
+            int j1 = j0 + T < c ? j0 + T : c;
+            for (int i = i0; i < i1; i++)
+                for (int j = j0; j < j1; j++)
+                    dst[(size_t)j * r + i] = src[(size_t)i * c + j];
+        }
+    }
+}
+
+/* ---- one lane: blocks through every model --------------------------------- */
+
+typedef struct fb_ent {
+    int e, ds, idx;
+} fb_ent;
+
+typedef struct lane {
+    const plan *P;
+    int id, n_lanes;
+    float *xs, *xf, *tmp;
+    int32_t *ys;
+    double *x2, *xi, *z0, *hb0, *zb, *hbn2, *hbni;
+    int *bk, *gi;
+    double *d2, *di, *h2, *hi, *D, *T;
+    double *g0;           /* a later layer's output (max_rows x BLK) */
+    float *hf, *of;       /* its float input, an sgemm output (max_rows x BLK) */
+    double *gn2, *gni, *gpr, *gpm; /* per gathered sample: input norms, sigma
+                                      chains of the reference and of this */
+    double *bsig;         /* per sample and class (nc x BLK): sigma of the
+                             float rounding of its base logits */
+    double *tv;           /* T of the gathered samples (nc x BLK) */
+    double *zold;         /* layer-0 rows before an increment (R0 x BLK) */
+    double *cv;           /* certification scratch (5 x BLK) */
+    const double **bp;    /* per sample: its base's last-layer c2, c1 (2 x BLK) */
+    double *za, *ta;      /* per gathered sample: max logit and its T */
+    int *am;              /* ... its class */
+    int64_t *correct;     /* n_pt x 2 */
+    int64_t recomputed;
+    fb_ent *fb;
+    int n_fb, cap_fb;
+    int failed;
+    float *rx, *rz;       /* a reference batch and its logits */
+    int64_t ref_batch;    /* samples in the reference batches run */
+    int rc;               /* of the reference evaluations */
+    dwf_err err;
+} lane;
+
+static void lane_free(lane *w)
+{
+    free(w->xs); free(w->xf); free(w->tmp); free(w->ys);
+    free(w->x2); free(w->xi); free(w->z0); free(w->hb0); free(w->zb);
+    free(w->hbn2); free(w->hbni); free(w->bk); free(w->gi);
+    free(w->d2); free(w->di); free(w->h2); free(w->hi); free(w->D); free(w->T);
+    free(w->g0); free(w->hf); free(w->of); free(w->gn2); free(w->gni); free(w->gpr);
+    free(w->gpm); free(w->bsig); free(w->tv); free(w->zold); free(w->cv); free((void *)w->bp); free(w->za); free(w->ta); free(w->am);
+    free(w->correct); free(w->fb); free(w->rx); free(w->rz);
+    memset(w, 0, sizeof *w);
+}
+
+static int lane_init(lane *w, const plan *P)
+{
+    memset(w, 0, sizeof *w);
+    w->P = P;
+    size_t B = BLK, R0 = (size_t)P->L[0].rows, M = (size_t)P->max_rows, nl = (size_t)P->nd;
+    w->xs = malloc(B * P->dim * sizeof(float));
+    w->xf = malloc(B * P->dim * sizeof(float));
+    w->tmp = malloc(B * R0 * sizeof(float));
+    w->ys = malloc(B * sizeof(int32_t));
+    w->x2 = malloc(B * sizeof(double));
+    w->xi = malloc(B * sizeof(double));
+    w->z0 = malloc(B * R0 * sizeof(double));
+    w->hb0 = malloc(B * R0 * sizeof(double));
+    w->zb = malloc(B * P->nc * sizeof(double));
+    w->hbn2 = malloc(B * nl * sizeof(double));
+    w->hbni = malloc(B * nl * sizeof(double));
+    w->bk = malloc(B * sizeof(int));
+    w->gi = malloc(B * sizeof(int));
+    w->d2 = malloc(B * sizeof(double));
+    w->di = malloc(B * sizeof(double));
+    w->h2 = malloc(B * sizeof(double));
+    w->hi = malloc(B * sizeof(double));
+    w->T = malloc(M * sizeof(double));
+    w->D = malloc(M * sizeof(double));
+    w->g0 = malloc(B * M * sizeof(double));
+    w->hf = malloc(B * M * sizeof(float));
+    w->of = malloc(B * M * sizeof(float));
+    w->gn2 = malloc(B * sizeof(double));
+    w->gni = malloc(B * sizeof(double));
+    w->gpr = malloc(B * sizeof(double));
+    w->gpm = malloc(B * sizeof(double));
+    w->bsig = malloc(B * P->nc * sizeof(double));
+    w->tv = malloc(B * P->nc * sizeof(double));
+    w->zold = malloc(B * R0 * sizeof(double));
+    w->cv = malloc(5 * B * sizeof(double));
+    w->bp = malloc(2 * B * sizeof(double *));
+    w->za = malloc(B * sizeof(double));
+    w->ta = malloc(B * sizeof(double));
+    w->am = malloc(B * sizeof(int));
+    w->correct = calloc((size_t)P->n_pt * 2, sizeof(int64_t));
+    w->rx = malloc((size_t)REF_BATCH * P->dim * sizeof(float));
+    w->rz = malloc((size_t)REF_BATCH * P->nc * sizeof(float));
+    if (!w->xs || !w->xf || !w->tmp || !w->ys || !w->x2 || !w->xi || !w->z0 ||
+        !w->hb0 || !w->zb || !w->hbn2 || !w->hbni || !w->bk || !w->gi || !w->d2 ||
+        !w->di || !w->h2 || !w->hi || !w->D || !w->T || !w->g0 || !w->hf ||
+        !w->of || !w->gn2 || !w->gni || !w->gpr || !w->gpm || !w->bsig || !w->tv || !w->zold || !w->cv || !w->bp || !w->za ||
+        !w->ta || !w->am || !w->correct || !w->rx || !w->rz) {
+        lane_free(w);
+        return DWF_ENOMEM;
+    }
+    return 0;
+}
+
+static void add_fb(lane *w, int e, int ds, int idx)
+{
+    if (w->n_fb == w->cap_fb) {
+        int cap = w->cap_fb ? 2 * w->cap_fb : 64;
+        fb_ent *f = realloc(w->fb, (size_t)cap * sizeof *f);
+        if (!f) {
+            w->failed = 1;
+            return;
+        }
+        w->fb = f;
+        w->cap_fb = cap;
+    }
+    w->fb[w->n_fb++] = (fb_ent){e, ds, idx};
+}
+
+/* 1 when, for the first maximum a of z (stride st), z[a] - T[a] > z[c] +
+ * T[c] for every other c: then every logit vector within T of z has its
+ * (strict, unique) maximum at a; *pred = a. NaN anywhere gives 0. */
+static int separated(const double *z, int st, const double *T, int nc, int *pred)
+{
+    int a = 0;
+    for (int c = 1; c < nc; c++)
+        if (z[(size_t)c * st] > z[(size_t)a * st])
+            a = c;
+    *pred = a;
+    double lo = z[(size_t)a * st] - T[a];
+    if (!(lo == lo))
+        return 0;
+    for (int c = 0; c < nc; c++)
+        if (c != a && !(lo > z[(size_t)c * st] + T[c]))
+            return 0;
+    return 1;
+}
+
+/* sigma of the rounding of layer 0 (both computations), max over units */
+static double sigma0(const plan *P, const pt_plan *pp, double x2, double xi)
+{
+    const mlp_layer *L = &P->L[0];
+    double a = mn(pp->n2max * x2, pp->n1max * xi) + mn(pp->m2max * x2, pp->m1max * xi);
+    return L->gam * (a + 2.0 * L->bmax);
+}
+
+/* T[c] += TAIL_SIGMAS * sigma of logit c, given the sigma chain pr
+ * propagated to the input of the last layer and that input's norms. */
+static void add_sigma(const plan *P, const pt_plan *pp, double pr, double in2,
+                      double ini, double *T)
+{
+    int nd = P->nd;
+    const mlp_layer *L = &P->L[nd - 1];
+    const lat_pt *lp = &pp->lat[nd - 2];
+    for (int c = 0; c < P->nc; c++) {
+        double own = L->gam * (mn(lp->n2[c] * in2, lp->n1[c] * ini) +
+                               (L->bias ? fabs((double)L->bias[c]) : 0.0));
+        double sg = own + lp->n2[c] * pr;
+        T[c] += TAIL_SIGMAS * sg * (1.0 + 1e-6) + 1e-300;
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define THR_NOERRNO __attribute__((optimize("no-math-errno")))
+#else
+#define THR_NOERRNO
+#endif
+
+/* D[r] = bound of the change of row r's output: the current row norms
+ * times the input change (d2, di), plus, when weights were removed since
+ * the base (c* vs b*, cumulative), their norms times the base input. */
+DWF_VEC THR_NOERRNO static void rows_bound(
+    int rows, const double *restrict n2, const double *restrict n1, double d2,
+    double di, const double *restrict c2, const double *restrict c1,
+    const double *restrict b2, const double *restrict b1, double hb2, double hbi,
+    double *restrict D)
+{
+    for (int r = 0; r < rows; r++) {
+        double a = n2[r] * d2, b = n1[r] * di;
+        D[r] = a < b ? a : b;
+    }
+    if (!c2)
+        return;
+    for (int r = 0; r < rows; r++) {
+        double e2 = c2[r] - b2[r], e1 = c1[r] - b1[r];
+        e2 = (e2 > 0.0 ? e2 : 0.0) + 1e-12 * c2[r];
+        e1 = (e1 > 0.0 ? e1 : 0.0) + 1e-12 * c1[r];
+        double a = sqrt(e2) * hb2, b = e1 * hbi;
+        D[r] += a < b ? a : b;
+    }
+}
+
+/* Whether sample s of the block keeps its base prediction at model e,
+ * bounding the change of hidden layers row by row (certify_block does it
+ * through the spectral norms, for all samples at once, first). */
+static int certify(lane *w, const pt_plan *pp, int s, int n, int *pred)
+{
+    const plan *P = w->P;
+    int nd = P->nd;
+    double d2 = w->d2[s], di = w->di[s];
+    double in2 = w->h2[s], ini = w->hi[s]; /* input of layer 1 (a bound) */
+    if (!isfinite(d2) || !isfinite(in2))
+        return 0;
+    const pt_plan *pb = &P->pt[w->bk[s]];
+    double pr = sigma0(P, pp, w->x2[s], w->xi[s]);
+    for (int l = 1; l < nd; l++) {
+        const lat_pt *c = &pp->lat[l - 1], *cb = &pb->lat[l - 1];
+        const mlp_layer *L = &P->L[l];
+        int moved = c->n_rem != cb->n_rem;
+        double hb2 = w->hbn2[(size_t)(l - 1) * BLK + s];
+        if (l == nd - 1) { /* the logits: row by row */
+            rows_bound(L->rows, c->n2, c->n1, d2, di, moved ? c->c2 : NULL, c->c1,
+                       cb->c2, cb->c1, hb2, w->hbni[(size_t)(l - 1) * BLK + s], w->T);
+            add_sigma(P, pp, pr, in2, ini, w->T);
+            for (int c = 0; c < P->nc; c++) /* the base logits' own rounding */
+                w->T[c] += TAIL_SIGMAS * w->bsig[(size_t)c * BLK + s];
+            break;
+        }
+        /* a hidden layer: z_e - z_b = W_e (h_e - h_b) - (W_b - W_e) h_b,
+         * row by row, then in 2- and inf-norm for the next layer */
+        rows_bound(L->rows, c->n2, c->n1, d2, di, moved ? c->c2 : NULL, c->c1, cb->c2,
+                   cb->c1, hb2, w->hbni[(size_t)(l - 1) * BLK + s], w->D);
+        double s2 = 0.0, sm = 0.0;
+        for (int r = 0; r < L->rows; r++) {
+            s2 += w->D[r] * w->D[r];
+            sm = w->D[r] > sm ? w->D[r] : sm;
+        }
+        double nd2 = sqrt(s2) * (1.0 + 1e-12), ndi = sm;
+        pr = pr * c->op + L->gam * (mn(c->n2max * in2, c->n1max * ini) + L->bmax);
+        d2 = nd2;
+        di = ndi;
+        in2 = w->hbn2[(size_t)l * BLK + s] + d2;
+        ini = w->hbni[(size_t)l * BLK + s] + di;
+    }
+    return separated(w->zb + s, n, w->T, P->nc, pred);
+}
+
+/* Rows rl[0..rows) (all rows 0..rows when rl is NULL) of y (stride n,
+ * double): v = act(y) into f (float, same layout), and per column the sum
+ * of squares (s2) and the max |v| (sm) of those rows added in. */
+DWF_VEC static void act_rows(const double *restrict y, const int32_t *rl, int rows,
+                             int n, int relu, float *restrict f,
+                             double *restrict s2, double *restrict sm)
+{
+    for (int t = 0; t < rows; t++) {
+        size_t r = rl ? (size_t)rl[t] : (size_t)t;
+        const double *restrict yr = y + r * n;
+        float *restrict fr = f + r * n;
+        for (int g = 0; g < n; g++) {
+            double v = relu && yr[g] <= 0.0 ? 0.0 : yr[g];
+            double av = fabs(v);
+            fr[g] = (float)v;
+            s2[g] += v * v;
+            sm[g] = av > sm[g] ? av : sm[g];
+        }
+    }
+}
+
+/* The gathered samples gi[0..ng) of the layer-0 rows rl[0..rows): v =
+ * act(z) becomes their base (hb) and their float input (f, rows x ng);
+ * norms into s2 (sum of squares) and sm. */
+DWF_VEC static void gather_h0(const double *restrict z, double *restrict hb,
+                              const int32_t *rl, int rows, int n, int relu,
+                              const int *restrict gi, int ng, float *restrict f,
+                              double *restrict s2, double *restrict sm)
+{
+    for (int t = 0; t < rows; t++) {
+        size_t r = (size_t)rl[t];
+        const double *restrict zr = z + r * n;
+        double *restrict hr = hb + r * n;
+        float *restrict fr = f + r * ng;
+        for (int g = 0; g < ng; g++) {
+            double v = relu && zr[gi[g]] <= 0.0 ? 0.0 : zr[gi[g]];
+            double av = fabs(v);
+            hr[gi[g]] = v;
+            fr[g] = (float)v;
+            s2[g] += v * v;
+            sm[g] = av > sm[g] ? av : sm[g];
+        }
+    }
+}
+
+/* y (rows x ng, double) = bias + W x for a later layer, x float (cols x
+ * ng): dense (AVX-512 or sgemm) or CSR. */
+static void later_mul(const lane *w, const mlp_layer *L, const lat_pt *c,
+                      const float *x, int ng, double *y, float *tmp)
+{
+    int fast = w->P->fast;
+    if (c->wd && fast) {
+#ifdef THR_X86
+        dense_fd_512(c->wd, L->rows, L->cols, x, ng, L->bias, y);
+#endif
+    } else if (c->wd) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L->rows, ng, L->cols, 1.0f,
+                    c->wd, L->cols, x, ng, 0.0f, tmp, ng);
+        for (int r = 0; r < L->rows; r++) {
+            double b0 = L->bias ? (double)L->bias[r] : 0.0;
+            for (int g = 0; g < ng; g++)
+                y[(size_t)r * ng + g] = b0 + (double)tmp[(size_t)r * ng + g];
+        }
+    } else {
+        csr_fd(fast, c->w.ptr, c->w.idx, c->w.val, L->rows, x, ng, 1, L->bias, y);
+    }
+}
+
+/* Later layers of the gathered samples gi[0..ng) at model e, in float
+ * (their rounding counted like the reference's, twice: sigma of the
+ * reference and of this computation, the latter kept with the base);
+ * new bases; counts or near-tie entries. */
+static void recompute(lane *w, int e, int ng, int n, int ds, int st)
+{
+    const plan *P = w->P;
+    const pt_plan *pp = &P->pt[e];
+    int nd = P->nd, nc = P->nc, relu = P->L[0].relu;
+    const double u = ldexp(1.0, -24);
+    float *hf = w->hf;
+    for (int g = 0; g < ng; g++) {
+        w->gn2[g] = w->gni[g] = 0.0;
+        w->gpm[g] = 0.0;
+        w->gpr[g] = sigma0(P, pp, w->x2[w->gi[g]], w->xi[w->gi[g]]);
+    }
+    if (ng == n) { /* everyone (gi[g] = g): rebase in one pass */
+        h0_pass(P->fast, w->z0, w->hb0, pp->live, pp->n_live, n, relu, 1, w->d2, w->di,
+                w->h2, w->hi);
+        for (int g = 0; g < n; g++) {
+            w->gn2[g] = w->h2[g] * w->h2[g]; /* squared, as below */
+            w->gni[g] = w->hi[g];
+        }
+        double *s2 = w->za, *sm = w->ta; /* scratch: the norms are known */
+        memset(s2, 0, (size_t)n * sizeof *s2);
+        memset(sm, 0, (size_t)n * sizeof *sm);
+        act_rows(w->hb0, pp->live, pp->n_live, n, 0, hf, s2, sm);
+    } else {
+        gather_h0(w->z0, w->hb0, pp->live, pp->n_live, n, relu, w->gi, ng, hf, w->gn2,
+                  w->gni);
+    }
+    for (int g = 0; g < ng; g++) {
+        int s = w->gi[g];
+        w->gn2[g] = sqrt(w->gn2[g]);
+        w->hbn2[s] = w->gn2[g];
+        w->hbni[s] = w->gni[g];
+        w->bk[s] = e;
+        if (ng < n) { /* no change since this base; norms for l0_same */
+            w->d2[s] = w->di[s] = 0.0;
+            w->h2[s] = w->gn2[g];
+            w->hi[s] = w->gni[g];
+        }
+    }
+    double *y = w->g0;
+    for (int l = 1; l < nd; l++) {
+        const mlp_layer *L = &P->L[l];
+        const lat_pt *c = &pp->lat[l - 1];
+        later_mul(w, L, c, hf, ng, y, w->of);
+        /* the float input adds u |h| per term: gam + u for this side */
+        double gm = L->gam + u;
+        if (l == nd - 1)
+            break;
+        for (int g = 0; g < ng; g++) {
+            double a = mn(c->n2max * w->gn2[g], c->n1max * w->gni[g]) + L->bmax;
+            w->gpr[g] = w->gpr[g] * c->op + L->gam * a;
+            w->gpm[g] = w->gpm[g] * c->op + gm * a;
+            w->gn2[g] = w->gni[g] = 0.0;
+        }
+        act_rows(y, NULL, L->rows, ng, L->relu, hf, w->gn2, w->gni);
+        for (int g = 0; g < ng; g++) {
+            w->gn2[g] = sqrt(w->gn2[g]);
+            w->hbn2[(size_t)l * BLK + w->gi[g]] = w->gn2[g];
+            w->hbni[(size_t)l * BLK + w->gi[g]] = w->gni[g];
+        }
+    }
+    /* the logits: sigma per class (reference + this), the base's share,
+     * then the near-tie test, all across the samples */
+    const mlp_layer *L = &P->L[nd - 1];
+    const lat_pt *lp = &pp->lat[nd - 2];
+    double gm = L->gam + u, *T = w->tv;
+    for (int c = 0; c < nc; c++) {
+        double n2 = lp->n2[c], n1 = lp->n1[c], b = L->bias ? fabs((double)L->bias[c]) : 0.0;
+        double *Tc = T + (size_t)c * ng, *bs = w->bsig + (size_t)c * BLK;
+        const double *yc = y + (size_t)c * ng;
+        double *zc = w->zb + (size_t)c * n;
+        for (int g = 0; g < ng; g++) {
+            double own = mn(n2 * w->gn2[g], n1 * w->gni[g]) + b;
+            double sm = gm * own + n2 * w->gpm[g];
+            bs[w->gi[g]] = sm * (1.0 + 1e-6);
+            Tc[g] = TAIL_SIGMAS * (L->gam * own + n2 * w->gpr[g] + sm) * (1.0 + 1e-6) + 1e-300;
+            zc[w->gi[g]] = yc[g];
+        }
+    }
+    for (int g = 0; g < ng; g++) {
+        w->am[g] = 0;
+        w->za[g] = y[g];
+        w->ta[g] = T[g];
+    }
+    for (int c = 1; c < nc; c++) {
+        const double *yc = y + (size_t)c * ng, *Tc = T + (size_t)c * ng;
+        for (int g = 0; g < ng; g++)
+            if (yc[g] > w->za[g]) {
+                w->am[g] = c;
+                w->za[g] = yc[g];
+                w->ta[g] = Tc[g];
+            }
+    }
+    for (int g = 0; g < ng; g++) /* lo: the smallest the top logit can be */
+        w->ta[g] = w->za[g] - w->ta[g];
+    uint8_t *ok = (uint8_t *)w->gn2; /* reuse: the norms are done */
+    for (int g = 0; g < ng; g++)
+        ok[g] = w->ta[g] == w->ta[g];
+    for (int c = 0; c < nc; c++) {
+        const double *yc = y + (size_t)c * ng, *Tc = T + (size_t)c * ng;
+        for (int g = 0; g < ng; g++)
+            if (c != w->am[g] && !(w->ta[g] > yc[g] + Tc[g]))
+                ok[g] = 0;
+    }
+    for (int g = 0; g < ng; g++) {
+        int s = w->gi[g];
+        if (ok[g])
+            w->correct[e * 2 + ds] += w->am[g] == w->ys[s];
+        else
+            add_fb(w, e, ds, st + s);
+    }
+    w->recomputed += ng;
+}
+
+/* A one-layer model: its logits are layer 0's. */
+static void single_layer(lane *w, int e, int n, int ds, int st)
+{
+    const plan *P = w->P;
+    const pt_plan *pp = &P->pt[e];
+    const mlp_layer *L = &P->L[0];
+    for (int s = 0; s < n; s++) {
+        for (int c = 0; c < P->nc; c++) {
+            double a = mn(pp->n2[c] * w->x2[s], pp->n1[c] * w->xi[s]) +
+                       mn(pp->m2[c] * w->x2[s], pp->m1[c] * w->xi[s]);
+            double b = L->bias ? fabs((double)L->bias[c]) : 0.0;
+            w->T[c] = TAIL_SIGMAS * L->gam * (a + 2.0 * b) * (1.0 + 1e-6) + 1e-300;
+        }
+        int pred;
+        if (separated(w->z0 + s, n, w->T, P->nc, &pred))
+            w->correct[e * 2 + ds] += pred == w->ys[s];
+        else
+            add_fb(w, e, ds, st + s);
+    }
+}
+
+/* After an increment of the rows pp->touch (old values in zold): per
+ * sample, the 2- and inf-norm of the change of those rows' outputs are
+ * added to the change since the base (d2, di) and to the bounds of the
+ * output norms (h2, hi). */
+static void grow_delta(lane *w, const pt_plan *pp, int n)
+{
+    int relu = w->P->L[0].relu;
+    double *s2 = w->gn2, *sm = w->gni; /* scratch */
+    for (int j = 0; j < n; j++)
+        s2[j] = sm[j] = 0.0;
+    for (int t = 0; t < pp->n_touch; t++) {
+        const double *zn = w->z0 + (size_t)pp->touch[t] * n, *zo = w->zold + (size_t)t * n;
+        for (int j = 0; j < n; j++) {
+            double dv = fabs(act0(zn[j], relu) - act0(zo[j], relu));
+            s2[j] += dv * dv;
+            sm[j] = dv > sm[j] ? dv : sm[j];
+        }
+    }
+    for (int j = 0; j < n; j++) {
+        double d = sqrt(s2[j]) * (1.0 + 1e-12);
+        w->d2[j] += d;
+        w->h2[j] += d;
+        w->di[j] += sm[j];
+        w->hi[j] += sm[j];
+    }
+}
+
+/* T[c][s] = the change bound of logit c of sample s since its base
+ * (last layer, row by row, from the input change d2/di and the removed
+ * weights since the base) plus the rounding margins. */
+DWF_VEC THR_NOERRNO static void logit_bounds(
+    int n, double n2c, double n1c, double c2e, double c1e, double own_b, double gam,
+    int c, const double *restrict d2, const double *restrict di,
+    const double *restrict in2, const double *restrict ini, const double *restrict pr,
+    const double *const *restrict b2, const double *const *restrict b1,
+    const double *restrict hb2, const double *restrict hbi,
+    const double *restrict bsig, double *restrict T)
+{
+    for (int s = 0; s < n; s++) {
+        double a = n2c * d2[s], b = n1c * di[s];
+        double dch = a < b ? a : b;
+        double r2 = c2e - b2[s][c], r1 = c1e - b1[s][c];
+        r2 = (r2 > 0.0 ? r2 : 0.0) + 1e-12 * c2e;
+        r1 = (r1 > 0.0 ? r1 : 0.0) + 1e-12 * c1e;
+        a = sqrt(r2) * hb2[s];
+        b = r1 * hbi[s];
+        dch += a < b ? a : b;
+        a = n2c * in2[s];
+        b = n1c * ini[s];
+        double sg = gam * ((a < b ? a : b) + own_b) + n2c * pr[s];
+        T[s] = dch + TAIL_SIGMAS * (sg * (1.0 + 1e-6) + bsig[s]) + 1e-300;
+    }
+}
+
+/* The first (cheap) certification of every sample of the block at model
+ * e, across the samples; certified ones are counted, the others listed in
+ * gi (after the row-by-row certification, when the model has it).
+ * Returns their number. */
+static int certify_block(lane *w, const pt_plan *pp, int e, int n, int ds, int fine,
+                         int *tries, int *wins)
+{
+    const plan *P = w->P;
+    int nd = P->nd, nc = P->nc;
+    double *d2 = w->cv, *di = d2 + BLK, *in2 = di + BLK, *ini = in2 + BLK, *pr = ini + BLK;
+    for (int s = 0; s < n; s++) {
+        d2[s] = w->d2[s];
+        di[s] = w->di[s];
+        in2[s] = w->h2[s];
+        ini[s] = w->hi[s];
+        pr[s] = sigma0(P, pp, w->x2[s], w->xi[s]);
+    }
+    /* hidden later layers: z_e - z_b = W_e (h_e - h_b) - (W_b - W_e) h_b in
+     * 2-norm, through rigorous bounds of ||W_e||_2 and ||W_b - W_e||_F (the
+     * weights removed since b: their squares sum to f2rem_e - f2rem_b) */
+    for (int l = 1; l < nd - 1; l++) {
+        const lat_pt *c = &pp->lat[l - 1];
+        const mlp_layer *L = &P->L[l];
+        for (int s = 0; s < n; s++) {
+            const lat_pt *cb = &P->pt[w->bk[s]].lat[l - 1];
+            int moved = c->n_rem != cb->n_rem;
+            double rem = moved ? sqrt(mx(c->f2rem - cb->f2rem, 0.0) + 1e-12 * c->f2rem) : 0.0;
+            double hb2 = w->hbn2[(size_t)(l - 1) * BLK + s];
+            double nd2 = c->op_rig * d2[s] + rem * hb2;
+            double ndi = mn(nd2, c->n2max * d2[s] + (moved ? sqrt(c->r2max) : 0.0) * hb2);
+            pr[s] = pr[s] * c->op + L->gam * (mn(c->n2max * in2[s], c->n1max * ini[s]) + L->bmax);
+            d2[s] = nd2;
+            di[s] = ndi;
+            in2[s] = w->hbn2[(size_t)l * BLK + s] + nd2;
+            ini[s] = w->hbni[(size_t)l * BLK + s] + ndi;
+        }
+    }
+    const mlp_layer *L = &P->L[nd - 1];
+    const lat_pt *lp = &pp->lat[nd - 2];
+    const double **b2 = w->bp, **b1 = w->bp + BLK;
+    for (int s = 0; s < n; s++) {
+        b2[s] = P->pt[w->bk[s]].lat[nd - 2].c2;
+        b1[s] = P->pt[w->bk[s]].lat[nd - 2].c1;
+    }
+    double *T = w->tv;
+    for (int c = 0; c < nc; c++)
+        logit_bounds(n, lp->n2[c], lp->n1[c], lp->c2[c], lp->c1[c],
+                     L->bias ? fabs((double)L->bias[c]) : 0.0, L->gam, c, d2, di, in2, ini,
+                     pr, b2, b1, w->hbn2 + (size_t)(nd - 2) * BLK,
+                     w->hbni + (size_t)(nd - 2) * BLK, w->bsig + (size_t)c * BLK,
+                     T + (size_t)c * BLK);
+    /* the separation test across the samples */
+    for (int s = 0; s < n; s++) {
+        w->am[s] = 0;
+        w->za[s] = w->zb[s];
+        w->ta[s] = T[s];
+    }
+    for (int c = 1; c < nc; c++) {
+        const double *zc = w->zb + (size_t)c * n, *Tc = T + (size_t)c * BLK;
+        for (int s = 0; s < n; s++)
+            if (zc[s] > w->za[s]) {
+                w->am[s] = c;
+                w->za[s] = zc[s];
+                w->ta[s] = Tc[s];
+            }
+    }
+    uint8_t *ok = (uint8_t *)w->gpm; /* scratch */
+    for (int s = 0; s < n; s++) {
+        w->ta[s] = w->za[s] - w->ta[s];
+        ok[s] = w->ta[s] == w->ta[s] && isfinite(w->d2[s]) && isfinite(w->h2[s]);
+    }
+    for (int c = 0; c < nc; c++) {
+        const double *zc = w->zb + (size_t)c * n, *Tc = T + (size_t)c * BLK;
+        for (int s = 0; s < n; s++)
+            if (c != w->am[s] && !(w->ta[s] > zc[s] + Tc[s]))
+                ok[s] = 0;
+    }
+    int ng = 0;
+    *tries = *wins = 0;
+    for (int s = 0; s < n; s++) {
+        int pred = w->am[s], won = 0;
+        if (!ok[s] && fine) {
+            won = certify(w, pp, s, n, &pred);
+            ++*tries;
+            *wins += won;
+        }
+        if (ok[s] || won)
+            w->correct[e * 2 + ds] += pred == w->ys[s];
+        else
+            w->gi[ng++] = s;
+    }
+    return ng;
+}
+
+static void run_block(lane *w, int ds, int st, int n, int n_use)
+{
+    const plan *P = w->P;
+    const mlp_layer *L0 = &P->L[0];
+    int R0 = L0->rows, C0 = L0->cols;
+    dwf_dataset_range(P->data[ds], &P->s->norm, st, n, w->xs, w->ys);
+    transpose_f(w->xs, n, C0, w->xf);
+    for (int s = 0; s < n; s++) {
+        double a2 = 0.0, ai = 0.0;
+        const float *x = w->xs + (size_t)s * C0;
+        for (int j = 0; j < C0; j++) {
+            double v = x[j];
+            a2 += v * v;
+            ai = mx(ai, fabs(v));
+        }
+        w->x2[s] = sqrt(a2) * (1.0 + 1e-9);
+        w->xi[s] = ai;
+    }
+    int last_ng = 0, tries = 0, wins = 0;
+    for (int e = 0; e < n_use; e++) {
+        const pt_plan *pp = &P->pt[e];
+        int touched = 0;
+        switch (pp->mode) {
+        case L0_DENSE:
+#ifdef THR_X86
+            if (P->fast) {
+                dense_fd_512(pp->wd, R0, C0, w->xf, n, L0->bias, w->z0);
+                break;
+            }
+#endif
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R0, n, C0, 1.0f,
+                        pp->wd, C0, w->xf, n, 0.0f, w->tmp, n);
+            for (int r = 0; r < R0; r++) {
+                double b0 = L0->bias ? (double)L0->bias[r] : 0.0;
+                for (int j = 0; j < n; j++)
+                    w->z0[(size_t)r * n + j] = b0 + (double)w->tmp[(size_t)r * n + j];
+            }
+            break;
+        case L0_CSR:
+            csr_fd(P->fast, pp->full.ptr, pp->full.idx, pp->full.val, R0, w->xf, n,
+                   1, L0->bias, w->z0);
+            break;
+        default:
+            if (e > 0 && P->nd > 1 && 4 * pp->n_touch < pp->n_live) {
+                /* few rows change: the change since the base grows by at
+                 * most the change of these rows (triangle inequality) */
+                for (int t = 0; t < pp->n_touch; t++)
+                    memcpy(w->zold + (size_t)t * n, w->z0 + (size_t)pp->touch[t] * n,
+                           (size_t)n * sizeof(double));
+                csr_fd(P->fast, pp->rem.ptr, pp->rem.idx, pp->rem.val, R0, w->xf, n, 0,
+                       NULL, w->z0);
+                grow_delta(w, pp, n);
+                touched = 1;
+            } else if (!pp->l0_same) {
+                csr_fd(P->fast, pp->rem.ptr, pp->rem.idx, pp->rem.val, R0, w->xf, n, 0,
+                       NULL, w->z0);
+            }
+            break;
+        }
+        if (P->nd == 1) {
+            single_layer(w, e, n, ds, st);
+            continue;
+        }
+        int ng = 0;
+        /* after a model that most of the block had to be recomputed for
+         * (the sparse end of the curve), certifying rarely pays */
+        if (e == 0 || 2 * last_ng > n) {
+            for (int s = 0; s < n; s++)
+                w->gi[ng++] = s;
+        } else {
+            /* layer 0 unchanged, or grown above: the changes since the
+             * base stand (recomputed samples have theirs at zero) */
+            if (!pp->l0_same && !touched)
+                h0_pass(P->fast, w->z0, w->hb0, pp->live, pp->n_live, n, L0->relu, 0,
+                        w->d2, w->di, w->h2, w->hi);
+            /* the row-by-row stage, unless it mostly failed last time */
+            int fine = pp->fine && !(tries >= 16 && 8 * wins < tries);
+            ng = certify_block(w, pp, e, n, ds, fine, &tries, &wins);
+        }
+        if (ng > 0)
+            recompute(w, e, ng, n, ds, st);
+        last_ng = e == 0 ? 0 : ng;
+    }
+}
+
+typedef struct team {
+    const plan *P;
+    lane *lanes;
+    int n;
+    int b0, b1;           /* the blocks of this phase */
+    int n_use;            /* models of this phase */
+    const grid *g;
+    const fb_ent *all;    /* near ties, sorted by model */
+    const int *f0, *f1;   /* per model: its range in all */
+    int64_t ties;         /* near ties sent to the reference */
+} team;
+
+static void lane_run(void *arg, int id)
+{
+    team *t = arg;
+    lane *w = &t->lanes[id];
+    for (int b = t->b0 + id; b < t->b1; b += t->n)
+        run_block(w, t->P->blk[b][0], t->P->blk[b][1], t->P->blk[b][2], t->n_use);
+}
+
+/* ---- near ties: the reference forward ------------------------------------- */
+
+static int cmp_fb(const void *a, const void *b)
+{
+    const fb_ent *x = a, *y = b;
+    if (x->e != y->e)
+        return (x->e > y->e) - (x->e < y->e);
+    /* by (batch size, position) later; first by data set and index */
+    if (x->ds != y->ds)
+        return (x->ds > y->ds) - (x->ds < y->ds);
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* Batch size and position of sample idx in dwf_smodel_evaluate(d). */
+static void ref_slot(const dwf_dataset *d, int idx, int *size, int *pos)
+{
+    int B = d->n < REF_BATCH ? d->n : REF_BATCH;
+    int st = idx / B * B;
+    *size = d->n - st < B ? d->n - st : B;
+    *pos = idx - st;
+}
+
+/* Correct predictions of the reference for entries f[0..n) of one model m
+ * (per data set into ok[2]). Entries sharing a batch size share a forward
+ * when their positions differ; the other positions hold zeros (a sample's
+ * result does not depend on them). */
+static int ref_eval(lane *rc, const dwf_smodel *m, const fb_ent *f, int n,
+                    int64_t *ok, dwf_err *err)
+{
+    const dwf_dataset *const *data = rc->P->data;
+    const dwf_arch *a = &m->arch;
+    int dim = a->in_c * a->in_h * a->in_w, nc = a->n_classes;
+    dwf_sws *ws = NULL;
+    int r = dwf_sws_create(m, REF_BATCH, &ws, err);
+    if (r)
+        return r;
+    int *done = calloc((size_t)(n > 0 ? n : 1), sizeof *done);
+    uint8_t *used = malloc(REF_BATCH);
+    if (!done || !used) {
+        r = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
+        goto out;
+    }
+    for (int left = n; left > 0;) {
+        /* one batch: the size of the first pending entry, free positions */
+        int size = -1, pos;
+        memset(used, 0, REF_BATCH);
+        for (int i = 0; i < n; i++) {
+            if (done[i])
+                continue;
+            int sz;
+            ref_slot(data[f[i].ds], f[i].idx, &sz, &pos);
+            if (size < 0) {
+                size = sz;
+                memset(rc->rx, 0, (size_t)size * dim * sizeof(float));
+            }
+            if (sz != size || used[pos])
+                continue;
+            used[pos] = 1;
+            done[i] = 1 + pos;  /* pending in this batch */
+            dwf_dataset_range(data[f[i].ds], &m->norm, f[i].idx, 1,
+                              rc->rx + (size_t)pos * dim, NULL);
+        }
+        r = dwf_smodel_forward(m, ws, rc->rx, size, rc->rz, err);
+        if (r)
+            goto out;
+        rc->ref_batch += size;
+        for (int i = 0; i < n; i++) {
+            if (done[i] <= 0)
+                continue;
+            int p = done[i] - 1;
+            int pred = argmax_f(rc->rz + (size_t)p * nc, nc);
+            ok[f[i].ds] += pred == data[f[i].ds]->y[f[i].idx];
+            done[i] = -1;
+            left--;
+        }
+    }
+out:
+    free(done);
+    free(used);
+    dwf_sws_free(ws);
+    return r;
+}
+
+/* Lane id evaluates the near ties of models id, id + n, ... (< n_use). */
+static void ref_run(void *arg, int id)
+{
+    team *t = arg;
+    lane *w = &t->lanes[id];
+    for (int e = id; e < t->n_use && !w->rc; e += t->n) {
+        if (t->f1[e] == t->f0[e])
+            continue;
+        dwf_smodel m;
+        const dwf_smodel *use;
+        w->rc = point_model(t->P->s, t->g, t->P->pt[e].p, &m, &use, &w->err);
+        if (!w->rc)
+            w->rc = ref_eval(w, use, t->all + t->f0[e], t->f1[e] - t->f0[e],
+                             w->correct + (size_t)e * 2, &w->err);
+        if (e > 0 && use)
+            dwf_smodel_free(&m);
+    }
+}
+
+/* ---- the two paths --------------------------------------------------------- */
+
+static int check_data(const dwf_smodel *s, const dwf_dataset *d, dwf_err *err)
+{
+    const dwf_arch *a = &s->arch;
+    int dim = a->in_c * a->in_h * a->in_w;
+    if (!has_data(d))
+        return 0;
+    if (d->dim != dim)
+        return dwf_errorf(err, DWF_EINVAL, "data set has %d features, the "
+                          "model wants %d", d->dim, dim);
+    return dwf_dataset_check_labels(d, a->n_classes, "data set", err);
+}
+
+/* Stopping rule on the points filled so far: the number of points kept. */
+static int stop_after(const dwf_thresh_point *pt, int on_val, int on_test,
+                      double chance)
+{
+    double acc = on_val ? pt->val_acc : pt->test_acc;
+    return pt->nonzero == 0 || ((on_val || on_test) && acc <= chance);
+}
+
+/* Every distinct model evaluated with dwf_smodel_evaluate(). */
+static int curve_from_scratch(const dwf_smodel *s, const dwf_dataset *data[2],
+                              const grid *g, double chance,
+                              dwf_thresh_curve *out, dwf_err *err)
+{
+    int on_val = has_data(data[0]), on_test = !on_val && has_data(data[1]);
+    for (int p = 0; p < g->n; p++) {
+        dwf_thresh_point *pt = &out->points[out->n];
+        fill_point(s, g, p, pt);
+        if (p > 0 && pt->nonzero == pt[-1].nonzero) {
+            pt->val_acc = pt[-1].val_acc;
+            pt->test_acc = pt[-1].test_acc;
+        } else {
+            dwf_smodel m;
+            const dwf_smodel *use;
+            int rc = point_model(s, g, p, &m, &use, err);
+            double loss, *acc[2] = {&pt->val_acc, &pt->test_acc};
+            for (int ds = 0; ds < 2 && !rc; ds++)
+                if (has_data(data[ds])) {
+                    rc = dwf_smodel_evaluate(use, data[ds], acc[ds], &loss, err);
+                    out->stats.samples += data[ds]->n;
+                }
+            if (p > 0 && use)
+                dwf_smodel_free(&m);
+            if (rc)
+                return rc;
+            out->stats.models++;
+        }
+        out->n++;
+        if (stop_after(pt, on_val, on_test, chance))
+            break;
+    }
+    return 0;
+}
+
+/* Runs fn on every lane of the team (with workers when there are more). */
+static void team_run(dwf_workers *wk, dwf_work_fn fn, team *t)
+{
+    if (wk)
+        dwf_workers_run(wk, fn, t);
+    else
+        fn(t, 0);
+}
+
+/* Lanes over the blocks of data set ds, through the first n_use models
+ * (near ties accumulate in the lanes' lists). */
+static int run_lanes(team *t, dwf_workers *wk, int ds, int n_use, dwf_err *err)
+{
+    const plan *P = t->P;
+    t->b0 = 0;
+    while (t->b0 < P->n_blk && P->blk[t->b0][0] != ds)
+        t->b0++;
+    t->b1 = t->b0;
+    while (t->b1 < P->n_blk && P->blk[t->b1][0] == ds)
+        t->b1++;
+    t->n_use = n_use;
+    team_run(wk, lane_run, t);
+    for (int i = 0; i < t->n; i++)
+        if (t->lanes[i].failed)
+            return dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
+    return 0;
+}
+
+/* The near ties of the lanes with e < n_use[ds] and not done[e * 2 + ds],
+ * sorted by model, into *out (ranges f0/f1 per model). */
+static int collect(team *t, const int n_use[2], const uint8_t *done, fb_ent **out,
+                   int *f0, int *f1)
+{
+    int n = 0;
+    for (int i = 0; i < t->n; i++)
+        n += t->lanes[i].n_fb;
+    fb_ent *all = malloc((size_t)(n > 0 ? n : 1) * sizeof *all);
+    if (!all)
+        return DWF_ENOMEM;
+    n = 0;
+    for (int i = 0; i < t->n; i++)
+        for (int k = 0; k < t->lanes[i].n_fb; k++) {
+            fb_ent f = t->lanes[i].fb[k];
+            if (f.e < n_use[f.ds] && !done[f.e * 2 + f.ds])
+                all[n++] = f;
+        }
+    qsort(all, (size_t)n, sizeof *all, cmp_fb);
+    for (int i = 0, e = 0; e < t->P->n_pt; e++) {
+        f0[e] = i;
+        while (i < n && all[i].e == e)
+            i++;
+        f1[e] = i;
+    }
+    *out = all;
+    return 0;
+}
+
+/* Correct predictions of model e on data set ds (lanes plus reference). */
+static int64_t count_ok(const team *t, int e, int ds)
+{
+    int64_t ok = 0;
+    for (int i = 0; i < t->n; i++)
+        ok += t->lanes[i].correct[(size_t)e * 2 + ds];
+    return ok;
+}
+
+static int ref_phase(team *t, dwf_workers *wk, const int n_use[2],
+                     const uint8_t *done, int only, dwf_err *err)
+{
+    fb_ent *all = NULL;
+    int n = t->P->n_pt, rc = 0;
+    int *f0 = calloc((size_t)n + 1, sizeof *f0), *f1 = calloc((size_t)n + 1, sizeof *f1);
+    if (!f0 || !f1 || collect(t, n_use, done, &all, f0, f1)) {
+        rc = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
+        goto out;
+    }
+    if (only >= 0) /* one model, on the calling thread */
+        for (int e = 0; e < n; e++)
+            if (e != only)
+                f1[e] = f0[e];
+    t->all = all;
+    t->f0 = f0;
+    t->f1 = f1;
+    t->n_use = n_use[0] > n_use[1] ? n_use[0] : n_use[1];
+    for (int e = 0; e < n; e++)
+        t->ties += f1[e] - f0[e];
+    if (only >= 0) {
+        int save = t->n;
+        t->n = 1;
+        ref_run(t, 0);
+        t->n = save;
+    } else {
+        team_run(wk, ref_run, t);
+    }
+    for (int i = 0; i < t->n && !rc; i++)
+        if (t->lanes[i].rc) {
+            *err = t->lanes[i].err;
+            rc = t->lanes[i].rc;
+        }
+out:
+    t->all = NULL;
+    free(all);
+    free(f0);
+    free(f1);
+    return rc;
+}
+
+static int curve_incremental(const dwf_smodel *s, plan *P, const grid *g,
+                             const dwf_thresh_opts *o, double chance,
+                             dwf_thresh_curve *out, dwf_err *err)
+{
+    int n_blk = 0;
+    for (int ds = 0; ds < 2; ds++)
+        if (P->data[ds])
+            n_blk += (P->data[ds]->n + BLK - 1) / BLK;
+    int nl = o->threads < n_blk ? o->threads : n_blk;
+    if (nl < 1)
+        nl = 1;
+    lane lanes[DWF_MAX_THREADS];
+    memset(lanes, 0, sizeof lanes);
+    dwf_workers *wk = NULL;
+    uint8_t *done = NULL;
+    int rc = nl > 1 ? dwf_workers_create(nl, &wk, err) : 0;
+    if (rc)
+        return rc;
+    if ((rc = plan_build(P, g, wk, nl, err)))
+        goto out;
+    P->fast = !o->portable && use_avx512();
+    done = calloc((size_t)P->n_pt * 2, 1);
+    if (!done)
+        rc = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
+    for (int i = 0; i < nl && !rc; i++)
+        if (lane_init(&lanes[i], P))
+            rc = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
+    if (rc)
+        goto out;
+    team t = {P, lanes, nl, 0, 0, 0, g, NULL, NULL, NULL, 0};
+    /* the data set that decides the stop goes first, through every model;
+     * its accuracy before the near ties lies in [ok, ok + ties] / n, which
+     * mostly settles the stop without them (else the model's near ties go
+     * through the reference right away); the other data set runs only
+     * through the models up to the stop */
+    int first = P->data[0] ? 0 : 1, n_use[2] = {0, 0}, n_pts = 0;
+    if ((rc = run_lanes(&t, wk, first, P->n_pt, err)))
+        goto out;
+    int64_t *ties = calloc((size_t)P->n_pt, sizeof *ties);
+    if (!ties) {
+        rc = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < nl; i++)
+        for (int k = 0; k < lanes[i].n_fb; k++)
+            ties[lanes[i].fb[k].e]++;
+    double n1 = P->data[first]->n;
+    for (int p = 0, e = -1; p < g->n && !rc; p++) {
+        if (e + 1 < P->n_pt && P->pt[e + 1].p == p)
+            e++;
+        dwf_thresh_point pt;
+        fill_point(s, g, p, &pt);
+        n_pts = p + 1;
+        n_use[first] = e + 1;
+        if (pt.nonzero == 0)
+            break;
+        /* accuracies as the points will get them: count / n */
+        double lo = (double)count_ok(&t, e, first) / n1;
+        double hi = (double)(count_ok(&t, e, first) + ties[e]) / n1;
+        if (!done[e * 2 + first] && hi > chance && !(lo > chance)) {
+            int nu[2] = {P->n_pt, P->n_pt};
+            rc = ref_phase(&t, wk, nu, done, e, err);
+            done[e * 2 + first] = 1;
+            lo = hi = (double)count_ok(&t, e, first) / n1;
+        }
+        if (!(hi > chance)) /* at or below chance: the last point */
+            break;
+    }
+    free(ties);
+    if (rc)
+        goto out;
+    if (first == 0 && P->data[1]) {
+        n_use[1] = n_use[0];
+        if ((rc = run_lanes(&t, wk, 1, n_use[1], err)))
+            goto out;
+    }
+    if ((rc = ref_phase(&t, wk, n_use, done, -1, err)))
+        goto out;
+    for (int p = 0, e = -1; p < n_pts; p++) {
+        if (e + 1 < P->n_pt && P->pt[e + 1].p == p)
+            e++;
+        dwf_thresh_point *pt = &out->points[out->n++];
+        fill_point(s, g, p, pt);
+        if (P->data[0])
+            pt->val_acc = (double)count_ok(&t, e, 0) / P->data[0]->n;
+        if (P->data[1])
+            pt->test_acc = (double)count_ok(&t, e, 1) / P->data[1]->n;
+    }
+    out->stats.incremental = 1;
+    out->stats.reference = t.ties;
+    out->stats.models = P->n_pt;
+    for (int ds = 0; ds < 2; ds++)
+        if (P->data[ds])
+            out->stats.samples += (int64_t)(ds == first ? P->n_pt : n_use[ds]) * P->data[ds]->n;
+    for (int i = 0; i < nl; i++) {
+        out->stats.recomputed += lanes[i].recomputed;
+        out->stats.reference_batch += lanes[i].ref_batch;
+    }
+out:
+    dwf_workers_free(wk);
+    for (int i = 0; i < nl; i++)
+        lane_free(&lanes[i]);
+    free(done);
     return rc;
 }
 
@@ -83,55 +2266,46 @@ int dwf_thresh_curve_compute(const dwf_smodel *s, const dwf_dataset *val,
     if (opts)
         o = *opts;
     if (o.per_decade < 1 || o.per_decade > 100 || o.max_points < 1 ||
-        o.max_points > 10000 || !(o.chance_margin >= 0.0 && o.chance_margin < 1.0))
+        o.max_points > 10000 || !(o.chance_margin >= 0.0 && o.chance_margin < 1.0) ||
+        o.threads < 1 || o.threads > DWF_MAX_THREADS)
         return dwf_errorf(err, DWF_EINVAL, "threshold curve: bad options "
-                          "(per_decade %d, max_points %d, chance_margin %g)",
-                          o.per_decade, o.max_points, o.chance_margin);
+                          "(per_decade %d, max_points %d, chance_margin %g, "
+                          "threads %d)", o.per_decade, o.max_points,
+                          o.chance_margin, o.threads);
     if (!isfinite(s->eps) || s->eps < 0.0f)
         return dwf_errorf(err, DWF_EINVAL, "threshold curve: the model's "
                           "threshold %g is not a finite number >= 0",
                           (double)s->eps);
+    int rc = check_data(s, val, err);
+    if (!rc)
+        rc = check_data(s, test, err);
+    if (rc)
+        return rc;
     double t0 = now_sec();
-    const dwf_dataset *stop_on = has_data(val) ? val : has_data(test) ? test : NULL;
     int n_classes = s->arch.n_classes > 0 ? s->arch.n_classes : 2;
     double chance = 1.0 / n_classes + o.chance_margin;
-    out->points = calloc((size_t)o.max_points, sizeof *out->points);
-    if (!out->points)
+    grid g;
+    if ((rc = grid_build(s, &o, &g, err)))
+        return rc;
+    out->points = calloc((size_t)g.n, sizeof *out->points);
+    if (!out->points) {
+        grid_free(&g);
         return dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
-    double base = s->eps > 0.0f ? (double)s->eps : (double)FLT_EPSILON;
-    int rc = 0;
-    float prev = -1.0f;
-    int64_t prev_pnz = -1;
-    for (int k = 0; out->n < o.max_points; k++) {
-        /* the first point is the model itself, at its own eps */
-        float t = k == 0 ? s->eps
-                         : (float)(base * pow(10.0, (double)k / o.per_decade));
-        if (!isfinite(t))
-            break;
-        if (t <= prev)
-            continue;
-        prev = t;
-        dwf_smodel m;
-        dwf_thresh_point *p = &out->points[out->n];
-        const dwf_thresh_point *prev = out->n > 0 ? p - 1 : NULL;
-        int64_t pnz = 0;
-        if (k == 0) {
-            rc = eval_point(s, val, test, NULL, 0, &pnz, p, err);
-        } else {
-            rc = dwf_smodel_rethreshold(s, t, NULL, 0, &m, err);
-            if (!rc) {
-                rc = eval_point(&m, val, test, prev, prev_pnz, &pnz, p, err);
-                dwf_smodel_free(&m);
-            }
-        }
-        if (rc)
-            break;
-        prev_pnz = pnz;
-        out->n++;
-        double acc = stop_on == val ? p->val_acc : p->test_acc;
-        if (p->nonzero == 0 || (stop_on && acc <= chance))
-            break;
     }
+    plan P;
+    memset(&P, 0, sizeof P);
+    P.s = s;
+    P.data[0] = has_data(val) ? val : NULL;
+    P.data[1] = has_data(test) ? test : NULL;
+    P.dim = s->arch.in_c * s->arch.in_h * s->arch.in_w;
+    P.nc = s->arch.n_classes;
+    const dwf_dataset *data[2] = {P.data[0], P.data[1]};
+    if (!o.from_scratch && P.nc >= 1 && (P.data[0] || P.data[1]) && mlp_view(s, &P))
+        rc = curve_incremental(s, &P, &g, &o, chance, out, err);
+    else
+        rc = curve_from_scratch(s, data, &g, chance, out, err);
+    plan_free(&P);
+    grid_free(&g);
     if (rc) {
         dwf_thresh_curve_free(out);
         return rc;

@@ -10,6 +10,22 @@
  * largest threshold whose validation accuracy stays within a tolerance of
  * the dense model's; it never looks at test accuracy.
  *
+ * Cost (issue 6). For multi-layer perceptrons (dense, relu and flatten
+ * layers) the curve is not a from-scratch evaluation per point: the
+ * first layer's pre-activations are computed once and then updated as
+ * weights drop out between thresholds, and the later layers are
+ * recomputed only for samples whose prediction a rigorous bound on the
+ * change cannot certify (dwf_thresh.c explains the method). Samples whose
+ * top two logits are close enough for float32 rounding to decide between
+ * them (within 16 standard deviations of the probabilistic rounding model)
+ * are evaluated by dwf_smodel_forward() itself, in a batch of the size
+ * and at the position dwf_smodel_evaluate() gives them. So every point's
+ * accuracies are those of dwf_smodel_evaluate() on the model
+ * dwf_smodel_rethreshold() makes at its threshold (point 0: the model),
+ * sample by sample - tests/check_thresh.c checks it bit for bit. Other
+ * architectures are evaluated from scratch at every distinct model. The
+ * result does not depend on opts->threads.
+ *
  * A dwf_thresh_curve owns its points array; free it with
  * dwf_thresh_curve_free(). The data sets and the model are borrowed.
  */
@@ -35,19 +51,38 @@ typedef struct dwf_thresh_point {
     double test_acc;         /* NaN without test data */
 } dwf_thresh_point;
 
+/* How a curve was computed (for benchmarks and tests). */
+typedef struct dwf_thresh_stats {
+    int incremental;         /* 1 = the incremental MLP path, 0 = from scratch */
+    int models;              /* distinct models evaluated (incl. beyond the stop) */
+    int64_t samples;         /* sample x model evaluations */
+    int64_t recomputed;      /* ... whose later layers were recomputed */
+    int64_t reference;       /* ... run through dwf_smodel_forward (near ties) */
+    int64_t reference_batch; /* samples those reference batches held in all */
+} dwf_thresh_stats;
+
 typedef struct dwf_thresh_curve {
     int n;
     dwf_thresh_point *points; /* ascending threshold; points[0] at the model's eps */
     double seconds;           /* wall time spent computing the curve */
+    dwf_thresh_stats stats;
 } dwf_thresh_curve;
 
 typedef struct dwf_thresh_opts {
     int per_decade;          /* grid points per factor 10 (default 4) */
     int max_points;          /* cap (default 64) */
     double chance_margin;    /* stop when acc <= 1/n_classes + margin (0.02) */
+    int threads;             /* threads to use, 1..DWF_MAX_THREADS (default 1);
+                                the result does not depend on it */
+    int from_scratch;        /* 1: evaluate every changed model from scratch
+                                with dwf_smodel_evaluate (the reference; for
+                                tests and benchmarks), 0 (default): incremental */
+    int portable;            /* 1: portable C kernels even where AVX-512 is
+                                there (for tests), 0 (default): the fastest */
 } dwf_thresh_opts;
 
-/* Default options (4 per decade, 64 points, margin 0.02). */
+/* Default options (4 per decade, 64 points, margin 0.02, 1 thread,
+ * incremental). */
 void dwf_thresh_opts_default(dwf_thresh_opts *o);
 
 /* Evaluates s at thresholds s->eps * 10^(k / per_decade), k = 0, 1, ...

@@ -24,6 +24,8 @@ static void curve_opts(const dwf_spec *spec, dwf_thresh_opts *o)
     dwf_thresh_opts_default(o);
     if (spec->curves.per_decade > 0)
         o->per_decade = spec->curves.per_decade;
+    /* the job's thread budget (train.threads, capped by dwfd) */
+    o->threads = spec->opts.threads > 0 ? spec->opts.threads : 1;
 }
 
 /* The threshold curve of the current state, handed to hooks->on_curve. */

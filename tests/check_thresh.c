@@ -6,6 +6,17 @@
  * at its threshold; selection looks at validation accuracy only (a test
  * set labelled by another rule, or shuffled, changes nothing; another
  * validation set changes the choice); the job stores the selected model.
+ *
+ * "The same" for the incremental curve (issue 6) means: every point's
+ * val_acc and test_acc equal, as doubles, dwf_smodel_evaluate() of the
+ * model dwf_smodel_rethreshold() makes at that threshold (point 0: the
+ * model itself), i.e. the same number of correct predictions as the
+ * from-scratch float evaluation, with its batches and argmax rule. Checked
+ * on MLPs with 0, 1 and 2 hidden layers, non-zero biases, data sizes that
+ * leave partial reference batches, 1 and 2 threads, exact logit ties (two
+ * identical class rows: every sample is a near tie, so the reference path
+ * decides them), and against opts.from_scratch; conv nets take the
+ * from-scratch path.
  */
 #include "testutil.h"
 
@@ -240,7 +251,7 @@ START_TEST(t_select_validation_only)
     /* no point within the drop: the eps model, within = 0 */
     dwf_thresh_point pts[2] = {{.threshold = 1e-7, .val_acc = 0.5, .test_acc = 0.9},
                                {.threshold = 1e-6, .val_acc = 0.4, .test_acc = 0.9}};
-    dwf_thresh_curve hand = {2, pts, 0};
+    dwf_thresh_curve hand = {.n = 2, .points = pts};
     int idx = -1, within = -1;
     ck_assert_int_eq(dwf_thresh_select(&hand, 0.9, 0.01, &idx, &within, &e), 0);
     ck_assert_int_eq(idx, 0);
@@ -254,6 +265,220 @@ START_TEST(t_select_validation_only)
     dwf_dataset_free(&test_2);
     dwf_smodel_free(&s);
     dwf_model_free(m);
+}
+END_TEST
+
+/* ---- the incremental path against from-scratch evaluation --------------- */
+
+/* Random non-zero biases (factors: the value, then ones). */
+static void set_biases(dwf_model *m, uint64_t seed, double scale)
+{
+    dwf_rng r;
+    dwf_rng_seed(&r, seed);
+    for (int i = 0; i < m->arch.n_layers; i++) {
+        if (m->bias_idx[i] < 0)
+            continue;
+        dwf_param *p = &m->params[m->bias_idx[i]];
+        for (int64_t k = 0; k < p->n; k++) {
+            p->f[0][k] = (float)(scale * (2.0 * dwf_rng_uniform(&r) - 1.0));
+            for (int d = 1; d < p->depth; d++)
+                p->f[d][k] = 1.0f;
+        }
+    }
+    dwf_model_collapse(m);
+}
+
+/* Makes class 1 of the last dense layer a copy of class 0: every logit
+ * pair (0, 1) is an exact tie. */
+static void tie_classes(dwf_model *m)
+{
+    int last = -1;
+    for (int i = 0; i < m->arch.n_layers; i++)
+        if (m->weight_idx[i] >= 0)
+            last = i;
+    dwf_param *w = &m->params[m->weight_idx[last]];
+    int64_t cols = w->n / m->arch.layers[last].units;
+    for (int d = 0; d < w->depth; d++)
+        memcpy(w->f[d] + cols, w->f[d], (size_t)cols * sizeof(float));
+    if (m->bias_idx[last] >= 0) {
+        dwf_param *b = &m->params[m->bias_idx[last]];
+        for (int d = 0; d < b->depth; d++)
+            b->f[d][1] = b->f[d][0];
+    }
+    dwf_model_collapse(m);
+}
+
+/* Every point of c equals dwf_smodel_evaluate on the model
+ * dwf_smodel_rethreshold gives at its threshold (point 0: s). */
+static void check_against_models(const dwf_thresh_curve *c, const dwf_smodel *s,
+                                 const dwf_dataset *val, const dwf_dataset *test)
+{
+    dwf_err e;
+    for (int i = 0; i < c->n; i++) {
+        const dwf_thresh_point *p = &c->points[i];
+        dwf_smodel t;
+        const dwf_smodel *m = s;
+        if (i > 0) {
+            ck_assert_msg(dwf_smodel_rethreshold(s, (float)p->threshold, NULL, 0, &t, &e) == 0,
+                          "%s", e.msg);
+            m = &t;
+        }
+        int64_t w, nz;
+        dwf_smodel_counts(m, &w, &nz, NULL, NULL);
+        ck_assert_int_eq(nz, p->nonzero);
+        double va = NAN, ta = NAN, loss;
+        if (val)
+            ck_assert_int_eq(dwf_smodel_evaluate(m, val, &va, &loss, &e), 0);
+        if (test)
+            ck_assert_int_eq(dwf_smodel_evaluate(m, test, &ta, &loss, &e), 0);
+        ck_assert_msg((val ? va == p->val_acc : isnan(p->val_acc)) &&
+                      (test ? ta == p->test_acc : isnan(p->test_acc)),
+                      "point %d (|w| < %g): val %.6f test %.6f, the model gives %.6f %.6f",
+                      i, p->threshold, p->val_acc, p->test_acc, va, ta);
+        if (i > 0)
+            dwf_smodel_free(&t);
+    }
+}
+
+static void check_same_curve(const dwf_thresh_curve *a, const dwf_thresh_curve *b)
+{
+    ck_assert_int_eq(a->n, b->n);
+    for (int i = 0; i < a->n; i++) {
+        const dwf_thresh_point *p = &a->points[i], *q = &b->points[i];
+        ck_assert(p->threshold == q->threshold);
+        ck_assert_int_eq(p->nonzero, q->nonzero);
+        ck_assert_int_eq(p->weights, q->weights);
+        for (int l = 0; l < DWF_MAX_LAYERS; l++)
+            ck_assert_int_eq(p->layer_nonzero[l], q->layer_nonzero[l]);
+        ck_assert_msg((p->val_acc == q->val_acc || (isnan(p->val_acc) && isnan(q->val_acc))) &&
+                      (p->test_acc == q->test_acc || (isnan(p->test_acc) && isnan(q->test_acc))),
+                      "point %d: %.6f %.6f vs %.6f %.6f", i, p->val_acc, p->test_acc,
+                      q->val_acc, q->test_acc);
+    }
+}
+
+/* Incremental curve (1 thread; 2 threads with the portable kernels) ==
+ * from scratch == the models. */
+static void check_paths(const dwf_smodel *s, const dwf_dataset *val,
+                        const dwf_dataset *test, int expect_incremental,
+                        dwf_thresh_stats *st)
+{
+    dwf_err e;
+    dwf_thresh_opts o;
+    dwf_thresh_opts_default(&o);
+    o.per_decade = 3;
+    dwf_thresh_curve inc, inc2, ref;
+    ck_assert_msg(dwf_thresh_curve_compute(s, val, test, &o, &inc, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(inc.stats.incremental, expect_incremental);
+    o.threads = 2;
+    o.portable = 1; /* and the portable kernels */
+    ck_assert_msg(dwf_thresh_curve_compute(s, val, test, &o, &inc2, &e) == 0, "%s", e.msg);
+    o.threads = 1;
+    o.portable = 0;
+    o.from_scratch = 1;
+    ck_assert_msg(dwf_thresh_curve_compute(s, val, test, &o, &ref, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(ref.stats.incremental, 0);
+    ck_assert_int_ge(inc.n, 3);
+    check_same_curve(&inc, &ref);
+    check_same_curve(&inc2, &ref);
+    check_against_models(&inc, s, val, test);
+    if (st)
+        *st = inc.stats;
+    dwf_thresh_curve_free(&inc);
+    dwf_thresh_curve_free(&inc2);
+    dwf_thresh_curve_free(&ref);
+}
+
+START_TEST(t_incremental_matches_evaluate)
+{
+    dwf_err e;
+    dwf_norm norm = {DWF_NORM_SCALE, 0.0f, 255.0f};
+    const int h2[] = {24, 16}, h1[] = {20};
+    struct {
+        const int *hidden;
+        int n_hidden;
+        int ties;
+    } cases[] = {{h2, 2, 0}, {h1, 1, 0}, {NULL, 0, 0}, {h2, 2, 1}};
+    for (int k = 0; k < 4; k++) {
+        dwf_arch a;
+        ck_assert_msg(dwf_arch_mlp(&a, 1, 8, 8, cases[k].hidden, cases[k].n_hidden, 5, 2,
+                                   &e) == 0, "%s", e.msg);
+        dwf_model *m = make_model(&a, 20 + k);
+        set_biases(m, 30 + k, 0.05);
+        if (cases[k].ties)
+            tie_classes(m);
+        dwf_smodel s;
+        ck_assert_msg(dwf_smodel_from_model(m, &norm, 1.1920929e-07f, NULL, NULL, 0, &s,
+                                            &e) == 0, "%s", e.msg);
+        /* 300 and 270 samples: batches of 256 plus 44 and 14 */
+        dwf_dataset val, test;
+        make_data(&val, 300, 40 + k);
+        make_data(&test, 270, 50 + k);
+        label_by(&val, &s, 3e-3f);
+        label_by(&test, &s, 1e-2f);
+        dwf_thresh_stats st;
+        check_paths(&s, &val, &test, 1, &st);
+        /* the lazy later layers skip work; ties go to the reference */
+        if (cases[k].n_hidden > 0)
+            ck_assert_int_lt(st.recomputed, st.samples);
+        if (cases[k].ties)
+            ck_assert_int_ge(st.reference, 100);
+        /* one data set only, either one */
+        check_paths(&s, NULL, &test, 1, NULL);
+        check_paths(&s, &val, NULL, 1, NULL);
+        dwf_dataset_free(&val);
+        dwf_dataset_free(&test);
+        dwf_smodel_free(&s);
+        dwf_model_free(m);
+    }
+}
+END_TEST
+
+/* A conv net (and an MLP with relu on its input) take the from-scratch
+ * path, with the same result; bad thread counts are errors. */
+START_TEST(t_other_archs_from_scratch)
+{
+    dwf_err e;
+    dwf_norm norm = {DWF_NORM_SCALE, 0.0f, 255.0f};
+    dwf_arch a;
+    dwf_arch_init(&a, 1, 8, 8, 5, 2);
+    dwf_layer_spec conv = {.kind = DWF_LAYER_CONV2D, .filters = 3, .kernel = 3};
+    dwf_layer_spec relu = {.kind = DWF_LAYER_RELU}, fl = {.kind = DWF_LAYER_FLATTEN};
+    dwf_layer_spec dense = {.kind = DWF_LAYER_DENSE, .units = 5};
+    ck_assert(dwf_arch_add(&a, &conv, &e) == 0 && dwf_arch_add(&a, &relu, &e) == 0 &&
+              dwf_arch_add(&a, &fl, &e) == 0 && dwf_arch_add(&a, &dense, &e) == 0);
+    ck_assert_msg(dwf_arch_resolve(&a, &e) == 0, "%s", e.msg);
+    dwf_arch b;
+    dwf_arch_init(&b, 1, 8, 8, 5, 2);
+    dwf_layer_spec d12 = {.kind = DWF_LAYER_DENSE, .units = 12};
+    ck_assert(dwf_arch_add(&b, &fl, &e) == 0 && dwf_arch_add(&b, &relu, &e) == 0 &&
+              dwf_arch_add(&b, &d12, &e) == 0 && dwf_arch_add(&b, &relu, &e) == 0 &&
+              dwf_arch_add(&b, &dense, &e) == 0);
+    ck_assert_msg(dwf_arch_resolve(&b, &e) == 0, "%s", e.msg);
+    const dwf_arch *archs[2] = {&a, &b};
+    for (int k = 0; k < 2; k++) {
+        dwf_model *m = make_model(archs[k], 60 + k);
+        dwf_smodel s;
+        ck_assert_msg(dwf_smodel_from_model(m, &norm, 1.1920929e-07f, NULL, NULL, 0, &s,
+                                            &e) == 0, "%s", e.msg);
+        dwf_dataset val, test;
+        make_data(&val, 150, 70 + k);
+        make_data(&test, 140, 80 + k);
+        label_by(&val, &s, 1e-3f);
+        label_by(&test, &s, 1e-3f);
+        check_paths(&s, &val, &test, 0, NULL);
+        dwf_thresh_opts o;
+        dwf_thresh_opts_default(&o);
+        dwf_thresh_curve c;
+        o.threads = 0;
+        ck_assert_int_eq(dwf_thresh_curve_compute(&s, &val, &test, &o, &c, &e), DWF_EINVAL);
+        o.threads = DWF_MAX_THREADS + 1;
+        ck_assert_int_eq(dwf_thresh_curve_compute(&s, &val, &test, &o, &c, &e), DWF_EINVAL);
+        dwf_dataset_free(&val);
+        dwf_dataset_free(&test);
+        dwf_smodel_free(&s);
+        dwf_model_free(m);
+    }
 }
 END_TEST
 
@@ -364,6 +589,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, t_curve_points_are_models);
     tcase_add_test(tc, t_select_validation_only);
+    tcase_add_test(tc, t_incremental_matches_evaluate);
+    tcase_add_test(tc, t_other_archs_from_scratch);
     tcase_add_test(tc, t_job_curve_and_select);
     suite_add_tcase(s, tc);
     return tu_run(s);
