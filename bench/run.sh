@@ -51,6 +51,25 @@ for r in rows:
 print(" sgemm ceiling %.1f GFLOP/s on the training shapes; peak RSS %.1f MB" % (dwf["sgemm_gflops"], peak / 1024.0))
 print(" targets: dwf/torch >= 1.5 at D=1 and >= 2 at D=3; D4/D1 >= 0.90; peak < 150 MB")
 PY
+# -- threshold curve cost (issue 6; bench/bench_thresh.c): curve seconds /
+# training-epoch seconds for LeNet-300-100 D = 3 trained 3 and 20 epochs;
+# adds "thresh" (one entry per run) to bench/results.json.
+if [ -x "$B/bench/bench_thresh" ] && [ -z "${BENCH_NO_THRESH:-}" ]; then
+    thresh_json="["
+    for ep in ${BENCH_THRESH_EPOCHS:-3 20}; do
+        echo "== threshold curve cost (LeNet-300-100 D=3, $ep epochs, 2 threads)"
+        t_out=$("$B/bench/bench_thresh" "$ep" 2 3)
+        echo "$t_out"
+        [ "$thresh_json" = "[" ] || thresh_json="$thresh_json,"
+        thresh_json="$thresh_json$(printf '%s\n' "$t_out" | grep '^{' | tail -n 1)"
+    done
+    /usr/bin/python3 - "$thresh_json]" "$out" <<'PY'
+import json, sys
+res = json.load(open(sys.argv[2]))
+res["thresh"] = json.loads(sys.argv[1])
+json.dump(res, open(sys.argv[2], "w"), indent=1)
+PY
+fi
 if [ -f bench/bench_http.sh ] && [ -z "${BENCH_NO_HTTP:-}" ]; then
     echo "== HTTP (wrk) while one job trains"
     DWF_BUILD=$B bash bench/bench_http.sh
