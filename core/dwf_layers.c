@@ -12,8 +12,8 @@
 
 /* ---- dense ------------------------------------------------------------ */
 
-DWF_VEC static void col_sums(const float *restrict dy, int b, int out,
-                             float *restrict sums)
+DWF_VEC void dwf_col_sums(const float *restrict dy, int b, int out,
+                          float *restrict sums)
 {
     memset(sums, 0, (size_t)out * sizeof(float));
     for (int i = 0; i < b; i++) {
@@ -41,7 +41,7 @@ void dwf_dense_backward(const float *x, const float *w, const float *dy,
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, b, 1.0f, dy,
                 out, x, in, 0.0f, dw, in);
     if (dbias)
-        col_sums(dy, b, out, dbias);
+        dwf_col_sums(dy, b, out, dbias);
     if (dx)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, out,
                     1.0f, dy, out, w, in, 0.0f, dx, in);

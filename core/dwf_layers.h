@@ -16,6 +16,10 @@ void dwf_dense_forward(const float *x, const float *w, const float *bias,
 /* dW (out x in) = dy^T x; dbias = column sums of dy (may be NULL);
  * dx (b x in) = dy W (skipped when dx is NULL). dW and dbias are
  * overwritten. */
+/* sums[j] = sum over the b rows of dy (b x out) of dy[i][j]: the bias
+ * gradient of a dense layer, added in row order. */
+void dwf_col_sums(const float *dy, int b, int out, float *sums);
+
 void dwf_dense_backward(const float *x, const float *w, const float *dy,
                         int b, int in, int out, float *dw, float *dbias,
                         float *dx);

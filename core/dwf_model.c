@@ -231,22 +231,11 @@ static const float *forward(dwf_model *m, float **act, int32_t **argmax,
 
 /* The bias gradient (column sums of dy, as dwf_dense_backward adds them)
  * and the input gradient of a dense layer, without its weight gradient. */
-DWF_VEC static void col_sums(const float *restrict dy, int b, int out,
-                             float *restrict sums)
-{
-    memset(sums, 0, (size_t)out * sizeof(float));
-    for (int i = 0; i < b; i++) {
-        const float *restrict r = dy + (size_t)i * out;
-        for (int j = 0; j < out; j++)
-            sums[j] += r[j];
-    }
-}
-
 static void dense_backward_nodw(const float *w, const float *dy, int b, int in,
                                 int out, float *dbias, float *dx)
 {
     if (dbias)
-        col_sums(dy, b, out, dbias);
+        dwf_col_sums(dy, b, out, dbias);
     if (dx)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, out,
                     1.0f, dy, out, w, in, 0.0f, dx, in);

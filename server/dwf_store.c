@@ -1203,6 +1203,44 @@ int dwf_store_job_progress(dwf_store *s, int64_t id, int epoch, int epochs,
     return rc;
 }
 
+/* The first column of every row of statement id (no bindings) as a
+ * malloc'd array *ids of *n ids (caller frees; NULL when none). */
+static int collect_ids(conn *c, int id, const char *what, int64_t **ids, int *n,
+                       dwf_err *err)
+{
+    *ids = NULL;
+    *n = 0;
+    int64_t *arr = NULL;
+    int cnt = 0, cap = 0, rc = 0;
+    sqlite3_stmt *st = prep(c, id, err);
+    if (!st)
+        return errc(err);
+    int r = SQLITE_DONE;
+    while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            int ncap = cap ? cap * 2 : 16;
+            int64_t *p = realloc(arr, (size_t)ncap * sizeof *p);
+            if (!p) {
+                rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
+                break;
+            }
+            arr = p;
+            cap = ncap;
+        }
+        arr[cnt++] = sqlite3_column_int64(st, 0);
+    }
+    if (!rc && r != SQLITE_DONE)
+        rc = sqerr(err, c->db, what);
+    done(st);
+    if (rc) {
+        free(arr);
+        return rc;
+    }
+    *ids = arr;
+    *n = cnt;
+    return 0;
+}
+
 int dwf_store_requeue_running(dwf_store *s, int *n, dwf_err *err)
 {
     if (n)
@@ -1212,29 +1250,8 @@ int dwf_store_requeue_running(dwf_store *s, int *n, dwf_err *err)
     if (rc)
         return rc;
     int64_t *ids = NULL;
-    int cnt = 0, cap = 0;
-    sqlite3_stmt *st = prep(c, ST_RUNNING_IDS, err);
-    if (!st) {
-        rc = errc(err);
-    } else {
-        int r = SQLITE_DONE;
-        while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
-            if (cnt == cap) {
-                int ncap = cap ? cap * 2 : 16;
-                int64_t *p = realloc(ids, (size_t)ncap * sizeof *p);
-                if (!p) {
-                    rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
-                    break;
-                }
-                ids = p;
-                cap = ncap;
-            }
-            ids[cnt++] = sqlite3_column_int64(st, 0);
-        }
-        if (!rc && r != SQLITE_DONE)
-            rc = sqerr(err, c->db, "listing running jobs");
-        done(st);
-    }
+    int cnt = 0;
+    rc = collect_ids(c, ST_RUNNING_IDS, "listing running jobs", &ids, &cnt, err);
     if (!rc)
         rc = run_id(c, ST_REQUEUE, "requeueing running jobs", err);
     rc = wend(s, rc, err);
@@ -2481,40 +2498,11 @@ int dwf_store_search_active(dwf_store *s, int64_t **ids, int *n, dwf_err *err)
 {
     *ids = NULL;
     *n = 0;
-    int64_t *arr = NULL;
-    int cnt = 0, cap = 0;
     conn *c;
     int rc = racquire(s, &c, err);
     if (rc)
         return rc;
-    sqlite3_stmt *st = prep(c, ST_SEARCH_ACTIVE, err);
-    if (!st) {
-        rc = errc(err);
-    } else {
-        int r;
-        while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
-            if (cnt == cap) {
-                int nc = cap ? 2 * cap : 8;
-                int64_t *g = realloc(arr, (size_t)nc * sizeof *g);
-                if (!g) {
-                    rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
-                    break;
-                }
-                arr = g;
-                cap = nc;
-            }
-            arr[cnt++] = sqlite3_column_int64(st, 0);
-        }
-        if (!rc && r != SQLITE_DONE)
-            rc = sqerr(err, c->db, "listing searches");
-        done(st);
-    }
+    rc = collect_ids(c, ST_SEARCH_ACTIVE, "listing searches", ids, n, err);
     rrelease(s, c);
-    if (rc) {
-        free(arr);
-        return rc;
-    }
-    *ids = arr;
-    *n = cnt;
-    return 0;
+    return rc;
 }
