@@ -2191,36 +2191,8 @@ int dwf_store_epoch_thresholds_get(dwf_store *s, int64_t id, int epoch,
 int dwf_store_epoch_thresholds_list(dwf_store *s, int64_t id, json_t **out,
                                     dwf_err *err)
 {
-    *out = NULL;
-    json_t *arr = json_array();
-    if (!arr)
-        return dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
-    conn *c;
-    int rc = racquire(s, &c, err);
-    if (rc) {
-        json_decref(arr);
-        return rc;
-    }
-    sqlite3_stmt *st = prep(c, ST_ETHR_LIST, err);
-    if (!st) {
-        rc = errc(err);
-    } else {
-        sqlite3_bind_int64(st, 1, id);
-        int r;
-        while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW)
-            if (json_array_append_new(arr, json_integer(sqlite3_column_int(st, 0))))
-                rc = dwf_errorf(err, DWF_ENOMEM, "store: out of memory");
-        if (!rc && r != SQLITE_DONE)
-            rc = sqerr(err, c->db, "listing an epoch's thresholds");
-        done(st);
-    }
-    rrelease(s, c);
-    if (rc) {
-        json_decref(arr);
-        return rc;
-    }
-    *out = arr;
-    return 0;
+    /* the epoch column reads back as a JSON integer */
+    return job_rows(s, ST_ETHR_LIST, id, 0, 0, "listing an epoch's thresholds", out, err);
 }
 
 /* Groups threshold rows (job_id, json) by job: ud is the current job's

@@ -415,7 +415,8 @@ int dwf_store_epoch_thresholds_put(dwf_store *s, int64_t id, int epoch,
  * exist. */
 int dwf_store_epoch_thresholds_get(dwf_store *s, int64_t id, int epoch,
                                    json_t **out, dwf_err *err);
-/* The epochs that have a curve, ascending, as a JSON array of integers. */
+/* The epochs that have a curve, ascending, as a JSON array of integers
+ * (NOTFOUND when the job does not exist). */
 int dwf_store_epoch_thresholds_list(dwf_store *s, int64_t id, json_t **out,
                                     dwf_err *err);
 

@@ -1115,6 +1115,7 @@ START_TEST(t_epoch_thresholds)
     ck_assert(json_equal(out, c2));
     json_decref(out);
     ck_assert_int_eq(dwf_store_epoch_thresholds_get(s, id, 3, &out, &e), DWF_STORE_NOTFOUND);
+    ck_assert_int_eq(dwf_store_epoch_thresholds_list(s, id + 9, &out, &e), DWF_STORE_NOTFOUND);
     ck_assert_int_eq(dwf_store_epoch_thresholds_get(s, id + 9, 1, &out, &e),
                      DWF_STORE_NOTFOUND);
     ck_assert_int_eq(dwf_store_epoch_thresholds_put(s, id + 9, 1, c1, &e), DWF_STORE_NOTFOUND);
