@@ -92,6 +92,7 @@ void dwf_thresh_opts_default(dwf_thresh_opts *o)
     o->threads = 1;
     o->from_scratch = 0;
     o->portable = 0;
+    o->layer0[0] = o->layer0[1] = NULL;
 }
 
 void dwf_thresh_curve_free(dwf_thresh_curve *c)
@@ -282,7 +283,7 @@ static int point_model(const dwf_smodel *s, const grid *g, int p, dwf_smodel *m,
 
 /* ---- the MLP view and the per-model plan ---------------------------------- */
 
-enum { L0_DENSE, L0_CSR, L0_INC };
+enum { L0_DENSE, L0_CSR, L0_INC, L0_GIVEN };
 
 typedef struct mlp_layer {
     int li;               /* index in arch.layers */
@@ -354,6 +355,7 @@ typedef struct plan {
     int n_blk;
     int (*blk)[3];        /* data set, start, size */
     int fast;             /* AVX-512 kernels */
+    const float *given[2];/* opts->layer0 of data sets that are there */
 } plan;
 
 /* The layers as dense (+ relu) steps, or 0 when the path does not apply:
@@ -591,6 +593,9 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
         double dense = (double)R * L->cols, csr = COST_CSR * (double)nnz;
         double inc = e > 0 ? COST_INC * (double)removed : INFINITY;
         pp->mode = inc <= mn(dense, csr) ? L0_INC : csr < dense ? L0_CSR : L0_DENSE;
+        /* model 0 from the caller's outputs, where every data set has them */
+        if (e == 0 && (P->given[0] || !P->data[0]) && (P->given[1] || !P->data[1]))
+            pp->mode = L0_GIVEN;
         pp->l0_same = e > 0 && removed == 0;
         pp->n2 = malloc((size_t)R * sizeof(double));
         pp->n1 = malloc((size_t)R * sizeof(double));
@@ -648,7 +653,7 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
         } else if (pp->mode == L0_CSR) {
             if (mat_select(c, q, p, &pp->full))
                 rc = DWF_ENOMEM;
-        } else {
+        } else if (pp->mode == L0_DENSE) {
             pp->wd = calloc((size_t)R * L->cols, sizeof *pp->wd);
             if (!pp->wd) {
                 rc = DWF_ENOMEM;
@@ -1079,6 +1084,15 @@ static void csr_fd(int fast, const int32_t *ip, const int32_t *ix, const float *
 #endif
     (void)fast;
     csr_fd_c(ip, ix, v, rows, x, n, set, bias, z);
+}
+
+/* z (rows x n, double) = the caller's layer-0 outputs g (n x rows, float)
+ * of n samples. */
+static void given_fd(const float *restrict g, int rows, int n, double *restrict z)
+{
+    for (int j = 0; j < n; j++)
+        for (int r = 0; r < rows; r++)
+            z[(size_t)r * n + j] = g[(size_t)j * rows + r];
 }
 
 /* Layer-0 activation: relu keeps NaN (so that it is never certified). */
@@ -1801,7 +1815,10 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
     for (int e = 0; e < n_use; e++) {
         const pt_plan *pp = &P->pt[e];
         int touched = 0;
-        switch (pp->mode) {
+        switch (e == 0 && P->given[ds] ? L0_GIVEN : pp->mode) {
+        case L0_GIVEN:
+            given_fd(P->given[ds] + (size_t)st * R0, R0, n, w->z0);
+            break;
         case L0_DENSE:
 #ifdef THR_X86
             if (P->fast) {
@@ -2297,6 +2314,8 @@ int dwf_thresh_curve_compute(const dwf_smodel *s, const dwf_dataset *val,
     P.s = s;
     P.data[0] = has_data(val) ? val : NULL;
     P.data[1] = has_data(test) ? test : NULL;
+    for (int k = 0; k < 2; k++)
+        P.given[k] = P.data[k] ? o.layer0[k] : NULL;
     P.dim = s->arch.in_c * s->arch.in_h * s->arch.in_w;
     P.nc = s->arch.n_classes;
     const dwf_dataset *data[2] = {P.data[0], P.data[1]};

@@ -24,7 +24,10 @@
  * dwf_smodel_rethreshold() makes at its threshold (point 0: the model),
  * sample by sample - tests/check_thresh.c checks it bit for bit. Other
  * architectures are evaluated from scratch at every distinct model. The
- * result does not depend on opts->threads.
+ * result does not depend on opts->threads, nor on opts->layer0 (any float
+ * summation order of the first layer is within the rounding accounted
+ * for), which saves the first model's pass over the data when the
+ * caller's evaluation has already made it.
  *
  * A dwf_thresh_curve owns its points array; free it with
  * dwf_thresh_curve_free(). The data sets and the model are borrowed.
@@ -79,6 +82,14 @@ typedef struct dwf_thresh_opts {
                                 tests and benchmarks), 0 (default): incremental */
     int portable;            /* 1: portable C kernels even where AVX-512 is
                                 there (for tests), 0 (default): the fastest */
+    const float *layer0[2];  /* optional (NULL: computed here): the first
+                                layer's outputs (bias + W x, before the
+                                activation) of the model itself on val [0]
+                                and test [1], sample-major (n x units),
+                                computed in float32 by an evaluation of the
+                                same weights (dwf_trainer_layer0). The
+                                incremental path starts from them instead of
+                                computing them again. Borrowed. */
 } dwf_thresh_opts;
 
 /* Default options (4 per decade, 64 points, margin 0.02, 1 thread,

@@ -85,6 +85,8 @@ void dwf_trainer_free(dwf_trainer *t)
     free(t->dlogits);
     free(t->sparse_w);
     free(t->dense);
+    free(t->l0[0]);
+    free(t->l0[1]);
     free(t);
 }
 
@@ -184,6 +186,7 @@ int dwf_trainer_create(const dwf_arch *arch, const dwf_train_opts *opts,
     if (rc)
         goto fail;
     t->last.val_acc = t->last.val_loss = t->last.sparse_val_acc = NAN;
+    t->l0_layer = -1;
     *out = t;
     return 0;
 fail:
@@ -236,9 +239,45 @@ void dwf_count_sparsity(const dwf_model *m, float eps, dwf_metrics *out)
                          : INFINITY;
 }
 
-/* Accuracy and mean loss of the current collapsed model on d. */
+int dwf_trainer_keep_layer0(dwf_trainer *t, int every, dwf_err *err)
+{
+    const dwf_arch *a = &t->model->arch;
+    free(t->l0[0]);
+    free(t->l0[1]);
+    t->l0[0] = t->l0[1] = NULL;
+    t->l0_layer = -1;
+    t->l0_valid = 0;
+    t->l0_every = every;
+    if (every < 1)
+        return 0;
+    int i = 0;
+    while (i < a->n_layers && a->layers[i].kind == DWF_LAYER_FLATTEN)
+        i++;
+    if (i >= a->n_layers || a->layers[i].kind != DWF_LAYER_DENSE)
+        return 0;
+    const dwf_dataset *sets[2] = {t->val, t->test};
+    for (int k = 0; k < 2; k++)
+        if (sets[k]) {
+            t->l0[k] = malloc((size_t)sets[k]->n * a->layers[i].units * sizeof(float));
+            if (!t->l0[k]) {
+                dwf_trainer_keep_layer0(t, 0, err);
+                return dwf_errorf(err, DWF_ENOMEM, "out of memory for the first "
+                                  "layer's outputs (%d samples)", sets[k]->n);
+            }
+        }
+    t->l0_layer = i;
+    return 0;
+}
+
+const float *dwf_trainer_layer0(const dwf_trainer *t, int which)
+{
+    return t->l0_valid && (which == 0 || which == 1) ? t->l0[which] : NULL;
+}
+
+/* Accuracy and mean loss of the current collapsed model on d; with keep,
+ * the first dense layer's outputs (see dwf_trainer_keep_layer0) go there. */
 static void eval_set(dwf_trainer *t, const dwf_dataset *d, double *acc,
-                     double *loss)
+                     double *loss, float *keep)
 {
     dwf_model *m = t->model;
     int B = t->opts.batch_size, C = m->arch.n_classes;
@@ -248,6 +287,11 @@ static void eval_set(dwf_trainer *t, const dwf_dataset *d, double *acc,
         int b = d->n - s < B ? d->n - s : B;
         dwf_dataset_range(d, &t->norm, s, b, t->x, t->y);
         const float *z = dwf_model_forward(m, t->x, b);
+        if (keep) {
+            int u = m->arch.layers[t->l0_layer].units;
+            memcpy(keep + (size_t)s * u, m->act[t->l0_layer + 1],
+                   (size_t)b * u * sizeof(float));
+        }
         int c = 0;
         sl += dwf_softmax_xent(z, t->y, b, C, NULL, &c) * b;
         ok += c;
@@ -263,15 +307,20 @@ int dwf_trainer_evaluate(dwf_trainer *t, dwf_metrics *mt, dwf_err *err)
     mt->test_acc = mt->test_loss = mt->sparse_test_acc = mt->sparse_test_loss = NAN;
     mt->val_acc = mt->val_loss = mt->sparse_val_acc = NAN;
     dwf_count_sparsity(m, (float)t->opts.eps_prune, mt);
+    /* the first layer's outputs are kept from the model at eps: the dense
+     * one when nothing falls below the threshold, else the sparse one */
+    int same = mt->params_nonzero == mt->params, keep = t->l0_layer >= 0 && !t->l0_skip;
+    t->l0_valid = 0;
     if (t->test)
-        eval_set(t, t->test, &mt->test_acc, &mt->test_loss);
+        eval_set(t, t->test, &mt->test_acc, &mt->test_loss, keep && same ? t->l0[1] : NULL);
     if (t->val)
-        eval_set(t, t->val, &mt->val_acc, &mt->val_loss);
-    if (mt->params_nonzero == mt->params) {
+        eval_set(t, t->val, &mt->val_acc, &mt->val_loss, keep && same ? t->l0[0] : NULL);
+    if (same) {
         /* nothing falls below the threshold: sparse == dense */
         mt->sparse_test_acc = mt->test_acc;
         mt->sparse_test_loss = mt->test_loss;
         mt->sparse_val_acc = mt->val_acc;
+        t->l0_valid = keep;
         return 0;
     }
     /* evaluate with thresholded weights, then restore the pointers */
@@ -288,11 +337,13 @@ int dwf_trainer_evaluate(dwf_trainer *t, dwf_metrics *mt, dwf_err *err)
     }
     double loss;
     if (t->test)
-        eval_set(t, t->test, &mt->sparse_test_acc, &mt->sparse_test_loss);
+        eval_set(t, t->test, &mt->sparse_test_acc, &mt->sparse_test_loss,
+                 keep ? t->l0[1] : NULL);
     if (t->val)
-        eval_set(t, t->val, &mt->sparse_val_acc, &loss);
+        eval_set(t, t->val, &mt->sparse_val_acc, &loss, keep ? t->l0[0] : NULL);
     for (int i = 0; i < m->n_params; i++)
         m->params[i].w = orig[i];
+    t->l0_valid = keep;
     return 0;
 }
 
@@ -379,6 +430,7 @@ int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
     const int total_epochs = dwf_prune_total_epochs(t);
 
     while (t->epoch < total_epochs) {
+        t->l0_valid = 0; /* the parameters change from here */
         make_perm(t, t->epoch);
         if (t->batch == 0)
             t->sum_loss = t->sum_pen = t->sum_correct = t->sum_n =
@@ -450,7 +502,9 @@ int dwf_trainer_run(dwf_trainer *t, dwf_epoch_fn on_epoch,
 
         double e0 = now_sec();
         dwf_metrics *mt = &t->last;
+        t->l0_skip = t->l0_every > 0 && t->epoch % t->l0_every && t->epoch < total_epochs;
         dwf_trainer_evaluate(t, mt, err);
+        t->l0_skip = 0;
         mt->epoch = t->epoch;
         mt->epochs = total_epochs;
         mt->step = t->step;
@@ -536,6 +590,7 @@ int dwf_trainer_checkpoint(const dwf_trainer *t, uint8_t **buf, size_t *len,
 int dwf_trainer_restore(dwf_trainer *t, const uint8_t *buf, size_t len,
                         dwf_err *err)
 {
+    t->l0_valid = 0;
     if (len < 12)
         return dwf_errorf(err, DWF_EFORMAT, "checkpoint: %zu bytes is too short", len);
     uint32_t crc;

@@ -138,6 +138,20 @@ const dwf_metrics *dwf_trainer_metrics(const dwf_trainer *t);
  * train fields zero). */
 int dwf_trainer_evaluate(dwf_trainer *t, dwf_metrics *m, dwf_err *err);
 
+/* With every >= 1, the evaluations after epochs that are multiples of
+ * every, after the last epoch, and by dwf_trainer_evaluate keep the first
+ * layer's outputs of the model at eps_prune (bias + W x, before the
+ * activation; the model dwf_smodel_from_model builds at that eps) on the
+ * validation and test sets, so that a threshold curve of the same state
+ * can start from them (dwf_thresh_opts.layer0) instead of computing them
+ * again. Only for a first layer that is dense (after flatten); otherwise
+ * nothing is kept. The trainer owns the buffers; every = 0 frees them. */
+int dwf_trainer_keep_layer0(dwf_trainer *t, int every, dwf_err *err);
+/* The kept outputs (which: 0 validation, 1 test), sample-major (n x units),
+ * if the last evaluation kept them and the parameters have not changed
+ * since; else NULL. Valid until the trainer trains, restores or is freed. */
+const float *dwf_trainer_layer0(const dwf_trainer *t, int which);
+
 /* Saves the whole training state (factors, biases, masks, optimizer
  * state, RNG, epoch, step, position inside the epoch, timing) into a new
  * malloc'd buffer *buf of *len bytes (caller frees). */

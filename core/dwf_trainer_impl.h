@@ -27,6 +27,11 @@ struct dwf_trainer {
     float *dlogits;
     float *sparse_w;       /* thresholded copies for sparse evaluation */
     dwf_dense_grad *dense; /* per parameter: a step's dense weight gradients */
+    int l0_layer;          /* layer kept by dwf_trainer_keep_layer0, or -1 */
+    int l0_every;          /* ... after epochs that are multiples of this */
+    int l0_skip;           /* the running evaluation does not keep them */
+    float *l0[2];          /* its outputs on val and test (n x units) */
+    int l0_valid;          /* l0 holds the current parameters' outputs */
     /* running sums of the current epoch (checkpointed) */
     double sum_loss, sum_pen, sum_correct, sum_n, epoch_train_secs;
     double wall_time;      /* seconds of all finished epochs */

@@ -5,6 +5,7 @@
 #include "dwf_job.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,13 +20,17 @@ typedef struct job_ctx {
     dwf_err *err;
 } job_ctx;
 
-static void curve_opts(const dwf_spec *spec, dwf_thresh_opts *o)
+/* Curve options of the spec; the curve starts from the first layer's
+ * outputs that the trainer's evaluation of the same state kept. */
+static void curve_opts(const dwf_spec *spec, const dwf_trainer *t, dwf_thresh_opts *o)
 {
     dwf_thresh_opts_default(o);
     if (spec->curves.per_decade > 0)
         o->per_decade = spec->curves.per_decade;
     /* the job's thread budget (train.threads, capped by dwfd) */
     o->threads = spec->opts.threads > 0 ? spec->opts.threads : 1;
+    for (int k = 0; k < 2; k++)
+        o->layer0[k] = dwf_trainer_layer0(t, k);
 }
 
 /* The threshold curve of the current state, handed to hooks->on_curve. */
@@ -41,7 +46,7 @@ static int epoch_curve(job_ctx *c, int epoch)
     if (rc)
         return rc;
     dwf_thresh_opts o;
-    curve_opts(spec, &o);
+    curve_opts(spec, c->t, &o);
     rc = dwf_thresh_curve_compute(&m, c->val, c->test, &o, &r.curve, c->err);
     dwf_smodel_free(&m);
     if (rc)
@@ -208,7 +213,8 @@ fail:
  * select, *model replaced by the model at the selected threshold. The
  * curve goes to res (may be NULL: then it is computed only for select).
  * On failure *model is freed. */
-static int curve_and_select(const dwf_spec *spec, const dwf_metrics *last,
+static int curve_and_select(const dwf_spec *spec, const dwf_trainer *t,
+                            const dwf_metrics *last,
                             const dwf_dataset *val, const dwf_dataset *test,
                             dwf_kv *kv, int n_kv, dwf_smodel *model,
                             dwf_job_result *res, dwf_err *err)
@@ -220,7 +226,7 @@ static int curve_and_select(const dwf_spec *spec, const dwf_metrics *last,
     int rc = 0;
     if (res || spec->select.enabled) {
         dwf_thresh_opts o;
-        curve_opts(spec, &o);
+        curve_opts(spec, t, &o);
         rc = dwf_thresh_curve_compute(model, val, test, &o, &r->curve, err);
         if (rc)
             goto out;
@@ -326,6 +332,13 @@ int dwf_job_run(dwf_spec *spec, const dwf_job_hooks *hooks, dwf_smodel *model,
         if (rc)
             goto done;
     }
+    /* the evaluations before a threshold curve keep what it starts from */
+    int k = spec->curves.every;
+    if (hooks->result || spec->select.enabled || (k > 0 && hooks->on_curve)) {
+        rc = dwf_trainer_keep_layer0(t, k > 0 && hooks->on_curve ? k : INT_MAX, err);
+        if (rc)
+            goto done;
+    }
     job_ctx c = {hooks, t, spec, &val, &test, 0, err};
     if (!dwf_trainer_done(t)) {
         rc = dwf_trainer_run(t, on_epoch, on_batch, &c, hooks->cancel, err);
@@ -350,7 +363,7 @@ int dwf_job_run(dwf_spec *spec, const dwf_job_hooks *hooks, dwf_smodel *model,
                                model, err);
     if (rc)
         goto done;
-    rc = curve_and_select(spec, last, &val, &test, kv, n_kv, model,
+    rc = curve_and_select(spec, t, last, &val, &test, kv, n_kv, model,
                           hooks->result, err);
 done:
     dwf_trainer_free(t);

@@ -357,8 +357,32 @@ static void check_same_curve(const dwf_thresh_curve *a, const dwf_thresh_curve *
     }
 }
 
-/* Incremental curve (1 thread; 2 threads with the portable kernels) ==
- * from scratch == the models. */
+/* The first layer's outputs (bias + W x) of s on d, sample-major, summed
+ * in float in reverse column order (another order than the curve's). */
+static float *layer0_outputs(const dwf_smodel *s, const dwf_dataset *d)
+{
+    int li = 0;
+    while (s->arch.layers[li].kind == DWF_LAYER_FLATTEN)
+        li++;
+    const dwf_csr *c = &s->w[li];
+    float *x = malloc((size_t)d->dim * sizeof *x);
+    float *z = malloc((size_t)d->n * c->rows * sizeof *z);
+    ck_assert(x && z);
+    for (int j = 0; j < d->n; j++) {
+        dwf_dataset_range(d, &s->norm, j, 1, x, NULL);
+        for (int r = 0; r < c->rows; r++) {
+            float acc = 0.0f;
+            for (int64_t k = c->indptr[r + 1] - 1; k >= c->indptr[r]; k--)
+                acc += c->values[k] * x[c->indices[k]];
+            z[(size_t)j * c->rows + r] = acc + (s->bias[li] ? s->bias[li][r] : 0.0f);
+        }
+    }
+    free(x);
+    return z;
+}
+
+/* Incremental curve (1 thread; 2 threads with the portable kernels; from
+ * the caller's first-layer outputs) == from scratch == the models. */
 static void check_paths(const dwf_smodel *s, const dwf_dataset *val,
                         const dwf_dataset *test, int expect_incremental,
                         dwf_thresh_stats *st)
@@ -381,6 +405,15 @@ static void check_paths(const dwf_smodel *s, const dwf_dataset *val,
     ck_assert_int_ge(inc.n, 3);
     check_same_curve(&inc, &ref);
     check_same_curve(&inc2, &ref);
+    dwf_thresh_curve given;
+    o.from_scratch = 0;
+    o.layer0[0] = val ? layer0_outputs(s, val) : NULL;
+    o.layer0[1] = test ? layer0_outputs(s, test) : NULL;
+    ck_assert_msg(dwf_thresh_curve_compute(s, val, test, &o, &given, &e) == 0, "%s", e.msg);
+    check_same_curve(&given, &ref);
+    free((float *)o.layer0[0]);
+    free((float *)o.layer0[1]);
+    dwf_thresh_curve_free(&given);
     check_against_models(&inc, s, val, test);
     if (st)
         *st = inc.stats;
@@ -542,6 +575,15 @@ START_TEST(t_job_curve_and_select)
     ck_assert_int_eq(dwf_smodel_evaluate(&model, &val, &acc, &loss, &e), 0);
     ck_assert(acc == p0->val_acc);
     ck_assert(res.curve.seconds >= 0.0);
+    /* the job's curve started from the first layer's outputs of the
+     * trainer's evaluation: the same curve as from scratch */
+    dwf_thresh_opts o;
+    dwf_thresh_opts_default(&o);
+    o.from_scratch = 1;
+    dwf_thresh_curve ref;
+    ck_assert_int_eq(dwf_thresh_curve_compute(&model, &val, &test, &o, &ref, &e), 0);
+    check_same_curve(&res.curve, &ref);
+    dwf_thresh_curve_free(&ref);
     json_t *rows = dwf_job_curve_json(&res, &model.arch);
     ck_assert_ptr_nonnull(rows);
     ck_assert_int_eq((int)json_array_size(rows), res.curve.n);
