@@ -12,6 +12,9 @@
  *     decade) with THREADS threads and with 1 thread,
  *   - the same curve from scratch (opts.from_scratch: dwf_smodel_evaluate
  *     of every distinct model, the code the curve had before),
+ *   - for the trained model, the curve as a job computes it: with THREADS
+ *     threads, starting from the first layer's outputs that the trainer's
+ *     evaluation after the last epoch kept (dwf_trainer_keep_layer0),
  *
  * checks that the curves are identical point by point, and prints the
  * medians and the ratio curve / epoch, then one JSON line. MODEL.dwfm
@@ -22,6 +25,7 @@
  *   (defaults 3, 2, 3)
  */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,7 +87,8 @@ static int same_curve(const dwf_thresh_curve *a, const dwf_thresh_curve *b)
 typedef struct model_times {
     const char *name;
     dwf_smodel s;
-    double inc[MAX_ROUNDS], inc1[MAX_ROUNDS], scratch[MAX_ROUNDS];
+    double inc[MAX_ROUNDS], inc1[MAX_ROUNDS], scratch[MAX_ROUNDS], job[MAX_ROUNDS];
+    float *layer0[2];        /* the trainer's, for the job's curve (or NULL) */
     dwf_thresh_curve curve; /* the last incremental one */
     int identical;
 } model_times;
@@ -109,6 +114,19 @@ static void time_curves(model_times *m, int r, int threads, const dwf_dataset *v
     m->inc1[r] = b.seconds;
     m->scratch[r] = c.seconds;
     m->identical &= same_curve(&a, &c) && same_curve(&b, &c);
+    m->job[r] = NAN;
+    if (m->layer0[0] && m->layer0[1]) {
+        dwf_thresh_curve d;
+        o.from_scratch = 0;
+        o.threads = threads;
+        o.layer0[0] = m->layer0[0];
+        o.layer0[1] = m->layer0[1];
+        if (dwf_thresh_curve_compute(&m->s, val, test, &o, &d, &e))
+            die("curve", &e);
+        m->job[r] = d.seconds;
+        m->identical &= same_curve(&d, &c);
+        dwf_thresh_curve_free(&d);
+    }
     dwf_thresh_curve_free(&m->curve);
     m->curve = a;
     dwf_thresh_curve_free(&b);
@@ -159,13 +177,22 @@ int main(int argc, char **argv)
     train_opts(&o, epochs, threads);
     dwf_trainer *t = NULL;
     epoch_log log = {{0}, 0};
-    if (dwf_trainer_create(&a, &o, &train, NULL, NULL, &t, &e) ||
+    if (dwf_trainer_create(&a, &o, &train, &val, &test, &t, &e) ||
+        dwf_trainer_keep_layer0(t, INT_MAX, &e) ||
         dwf_trainer_run(t, on_epoch, NULL, &log, NULL, &e))
         die("training", &e);
     int n_models = 1;
     model_times mt[MAX_MODELS];
     memset(mt, 0, sizeof mt);
     mt[0].name = "trained";
+    const dwf_dataset *sets[2] = {&val, &test};
+    for (int k = 0; k < 2; k++) {
+        size_t sz = (size_t)sets[k]->n * hidden[0] * sizeof(float);
+        const float *kept = dwf_trainer_layer0(t, k);
+        if (!kept || !(mt[0].layer0[k] = malloc(sz)))
+            die("the trainer's first-layer outputs", &e);
+        memcpy(mt[0].layer0[k], kept, sz);
+    }
     if (dwf_smodel_from_model(dwf_trainer_model(t), dwf_trainer_norm(t), (float)DWF_EPS_F32,
                               NULL, NULL, 0, &mt[0].s, &e))
         die("sparse model", &e);
@@ -200,27 +227,31 @@ int main(int argc, char **argv)
            "(%d samples) %.3f s (median of %d)\n", epochs, threads, train.n, epoch_s, rounds);
     printf("curve on %d validation + %d test samples, 4 points a decade\n", val.n, test.n);
     printf("\n model | points | models | CR at stop | curve %dT s | /epoch | curve 1T s | "
-           "/epoch | from scratch s | /epoch | speed-up %dT | same\n", threads, threads);
+           "/epoch | from scratch s | /epoch | speed-up %dT | in a job %dT s | /epoch | same\n",
+           threads, threads, threads);
     char json[4096];
     size_t jl = 0;
     json[0] = 0;
     for (int k = 0; k < n_models; k++) {
         model_times *m = &mt[k];
         double inc = median(m->inc, rounds), inc1 = median(m->inc1, rounds),
-               scr = median(m->scratch, rounds);
+               scr = median(m->scratch, rounds), job = median(m->job, rounds);
         const dwf_thresh_point *last = &m->curve.points[m->curve.n - 1];
-        printf(" %s | %d | %d | %.0f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.1fx | %s\n",
+        printf(" %s | %d | %d | %.0f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.1fx | "
+               "%.3f | %.3f | %s\n",
                m->name, m->curve.n, m->curve.stats.models, last->cr, inc, inc / epoch_s,
-               inc1, inc1 / epoch_s, scr, scr / epoch_s, scr / inc,
+               inc1, inc1 / epoch_s, scr, scr / epoch_s, scr / inc, job, job / epoch_s,
                m->identical ? "yes" : "NO");
         jl += (size_t)snprintf(json + jl, sizeof json - jl,
                                "%s{\"model\": \"%s\", \"points\": %d, \"curve_seconds\": %.4f, "
                                "\"curve_seconds_1t\": %.4f, \"scratch_seconds\": %.4f, "
                                "\"ratio\": %.4f, \"ratio_1t\": %.4f, \"scratch_ratio\": %.4f, "
+                               "\"job_seconds\": %.4f, \"job_ratio\": %.4f, "
                                "\"recomputed\": %lld, \"reference\": %lld, \"samples\": %lld, "
                                "\"identical\": %s}",
                                k ? ", " : "", k ? "file" : "trained", m->curve.n, inc, inc1, scr,
                                inc / epoch_s, inc1 / epoch_s, scr / epoch_s,
+                               isnan(job) ? -1.0 : job, isnan(job) ? -1.0 : job / epoch_s,
                                (long long)m->curve.stats.recomputed,
                                (long long)m->curve.stats.reference,
                                (long long)m->curve.stats.samples,
@@ -235,6 +266,8 @@ int main(int argc, char **argv)
         ok &= mt[k].identical;
         dwf_thresh_curve_free(&mt[k].curve);
         dwf_smodel_free(&mt[k].s);
+        free(mt[k].layer0[0]);
+        free(mt[k].layer0[1]);
     }
     dwf_dataset_free(&train);
     dwf_dataset_free(&val);

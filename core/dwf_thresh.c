@@ -955,6 +955,103 @@ csr_fd_512(const int32_t *restrict ip, const int32_t *restrict ix,
     }
 }
 
+/* csr_fd_512 for a wide x (cols x n larger than L2 bandwidth can feed the
+ * row-by-row kernel): the same sums in the same order per row, but the
+ * columns go in panels of PANEL features by 64 sample columns, so that the
+ * x rows a panel reads stay in L1 while the rows' entries in that panel
+ * stream by, two rows at a time (independent chains); each row's float
+ * partial sums wait in acc (rows x 64) between panels. cur (rows) is
+ * scratch. */
+#define PANEL 64
+#define FP_ACC(a, w, xr, q)                                                   \
+    do {                                                                      \
+        if (nq > q)                                                           \
+            a##q = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(nq == q + 1 ? ml : 0xffff, (xr) + 16 * q), a##q); \
+    } while (0)
+#define FP_ENTRY(a, k)                                                        \
+    do {                                                                      \
+        const __m512 w_ = _mm512_set1_ps(v[k]);                               \
+        const float *xr_ = x + (size_t)ix[k] * n + j0;                        \
+        FP_ACC(a, w_, xr_, 0);                                                \
+        FP_ACC(a, w_, xr_, 1);                                                \
+        FP_ACC(a, w_, xr_, 2);                                                \
+        FP_ACC(a, w_, xr_, 3);                                                \
+    } while (0)
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+fp_half(const int32_t *restrict ip, const int32_t *restrict ix, const float *restrict v,
+        int rows, int cols, const float *restrict x, int n, int j0, const int nq,
+        __mmask16 ml, int set, const float *restrict bias, double *restrict z,
+        float *restrict acc, int32_t *restrict cur)
+{
+    for (int r = 0; r < rows; r++)
+        cur[r] = ip[r];
+    memset(acc, 0, (size_t)rows * 64 * sizeof(float));
+    for (int p1 = PANEL; p1 - PANEL < cols; p1 += PANEL) {
+        for (int r = 0; r < rows; r += 2) {
+            int r2 = r + 1 < rows ? r + 1 : r;
+            int32_t k = cur[r], e = ip[r + 1], k2 = cur[r2], e2 = r2 != r ? ip[r2 + 1] : k2;
+            if (!(k < e && ix[k] < p1) && !(k2 < e2 && ix[k2] < p1))
+                continue;
+            float *ar = acc + (size_t)r * 64, *br = acc + (size_t)r2 * 64;
+            __m512 a0 = _mm512_loadu_ps(ar), a1 = _mm512_loadu_ps(ar + 16),
+                   a2 = _mm512_loadu_ps(ar + 32), a3 = _mm512_loadu_ps(ar + 48);
+            __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16),
+                   b2 = _mm512_loadu_ps(br + 32), b3 = _mm512_loadu_ps(br + 48);
+            for (; k < e && ix[k] < p1 && k2 < e2 && ix[k2] < p1; k++, k2++) {
+                FP_ENTRY(a, k);
+                FP_ENTRY(b, k2);
+            }
+            for (; k < e && ix[k] < p1; k++)
+                FP_ENTRY(a, k);
+            for (; k2 < e2 && ix[k2] < p1; k2++)
+                FP_ENTRY(b, k2);
+            _mm512_storeu_ps(ar, a0);
+            _mm512_storeu_ps(ar + 16, a1);
+            _mm512_storeu_ps(ar + 32, a2);
+            _mm512_storeu_ps(ar + 48, a3);
+            cur[r] = k;
+            if (r2 != r) {
+                _mm512_storeu_ps(br, b0);
+                _mm512_storeu_ps(br + 16, b1);
+                _mm512_storeu_ps(br + 32, b2);
+                _mm512_storeu_ps(br + 48, b3);
+                cur[r2] = k2;
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        if (!set && ip[r] == ip[r + 1])
+            continue;
+        double *zr = z + (size_t)r * n + j0;
+        const float *ar = acc + (size_t)r * 64;
+        double b0 = bias && set ? (double)bias[r] : 0.0;
+        for (int q = 0; q < nq; q++)
+            fc_put(zr + 16 * q, b0, set, _mm512_loadu_ps(ar + 16 * q),
+                   nq == q + 1 ? ml : 0xffff);
+    }
+}
+#undef FP_ACC
+#undef FP_ENTRY
+
+__attribute__((target("avx512f"))) static void
+csr_fd_panel_512(const int32_t *restrict ip, const int32_t *restrict ix,
+                 const float *restrict v, int rows, int cols, const float *restrict x,
+                 int n, int set, const float *restrict bias, double *restrict z,
+                 float *restrict acc, int32_t *restrict cur)
+{
+    for (int j0 = 0; j0 < n; j0 += 64) {
+        int m = n - j0 < 64 ? n - j0 : 64, nq = (m + 15) / 16;
+        __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
+        switch (nq) {
+        case 1: fp_half(ip, ix, v, rows, cols, x, n, j0, 1, ml, set, bias, z, acc, cur); break;
+        case 2: fp_half(ip, ix, v, rows, cols, x, n, j0, 2, ml, set, bias, z, acc, cur); break;
+        case 3: fp_half(ip, ix, v, rows, cols, x, n, j0, 3, ml, set, bias, z, acc, cur); break;
+        default: fp_half(ip, ix, v, rows, cols, x, n, j0, 4, ml, set, bias, z, acc, cur); break;
+        }
+    }
+}
+
 /* A tile of z: up to 4 rows from r0 by nq <= 4 vectors of 16 columns from
  * j0 (the last one masked by ml) = bias + W x, the products summed in
  * float in named registers (arrays of vectors end up on the stack), then
@@ -1213,7 +1310,7 @@ typedef struct lane {
     const plan *P;
     int id, n_lanes;
     float *xs, *xf, *tmp;
-    int32_t *ys;
+    int32_t *ys, *cur;
     double *x2, *xi, *z0, *hb0, *zb, *hbn2, *hbni;
     int *bk, *gi;
     double *d2, *di, *h2, *hi, *D, *T;
@@ -1242,7 +1339,7 @@ typedef struct lane {
 
 static void lane_free(lane *w)
 {
-    free(w->xs); free(w->xf); free(w->tmp); free(w->ys);
+    free(w->xs); free(w->xf); free(w->tmp); free(w->ys); free(w->cur);
     free(w->x2); free(w->xi); free(w->z0); free(w->hb0); free(w->zb);
     free(w->hbn2); free(w->hbni); free(w->bk); free(w->gi);
     free(w->d2); free(w->di); free(w->h2); free(w->hi); free(w->D); free(w->T);
@@ -1258,12 +1355,14 @@ static int lane_init(lane *w, const plan *P)
     w->P = P;
     size_t B = BLK, R0 = (size_t)P->L[0].rows, M = (size_t)P->max_rows, nl = (size_t)P->nd;
     w->xs = malloc(B * P->dim * sizeof(float));
-    w->xf = malloc(B * P->dim * sizeof(float));
-    w->tmp = malloc(B * R0 * sizeof(float));
+    /* on cache lines: the kernels read x rows and z rows of 16 lanes */
+    w->xf = aligned_alloc(64, (B * P->dim * sizeof(float) + 63) / 64 * 64);
+    w->tmp = aligned_alloc(64, (B * R0 * sizeof(float) + 63) / 64 * 64);
     w->ys = malloc(B * sizeof(int32_t));
+    w->cur = malloc(R0 * sizeof(int32_t));
     w->x2 = malloc(B * sizeof(double));
     w->xi = malloc(B * sizeof(double));
-    w->z0 = malloc(B * R0 * sizeof(double));
+    w->z0 = aligned_alloc(64, (B * R0 * sizeof(double) + 63) / 64 * 64);
     w->hb0 = malloc(B * R0 * sizeof(double));
     w->zb = malloc(B * P->nc * sizeof(double));
     w->hbn2 = malloc(B * nl * sizeof(double));
@@ -1294,7 +1393,7 @@ static int lane_init(lane *w, const plan *P)
     w->correct = calloc((size_t)P->n_pt * 2, sizeof(int64_t));
     w->rx = malloc((size_t)REF_BATCH * P->dim * sizeof(float));
     w->rz = malloc((size_t)REF_BATCH * P->nc * sizeof(float));
-    if (!w->xs || !w->xf || !w->tmp || !w->ys || !w->x2 || !w->xi || !w->z0 ||
+    if (!w->xs || !w->xf || !w->tmp || !w->ys || !w->cur || !w->x2 || !w->xi || !w->z0 ||
         !w->hb0 || !w->zb || !w->hbn2 || !w->hbni || !w->bk || !w->gi || !w->d2 ||
         !w->di || !w->h2 || !w->hi || !w->D || !w->T || !w->g0 || !w->hf ||
         !w->of || !w->gn2 || !w->gni || !w->gpr || !w->gpm || !w->bsig || !w->tv || !w->zold || !w->cv || !w->bp || !w->za ||
@@ -1793,6 +1892,29 @@ static int certify_block(lane *w, const pt_plan *pp, int e, int n, int ds, int f
     return ng;
 }
 
+/* csr_fd of a layer-0 matrix m (set: z = bias + m x, else z -= m x): the
+ * panel kernel when x is wide and m has entries enough per row and panel
+ * (12: density ~0.2) to pay for keeping its partial sums in memory (the
+ * same sums either way). */
+static void l0_csr(const lane *w, const mat *m, int set, double *z, int n)
+{
+    const mlp_layer *L = &w->P->L[0];
+    int R = L->rows, C = L->cols;
+#ifdef THR_X86
+    if (w->P->fast && C >= 4 * PANEL) {
+        int64_t rows = 0;
+        for (int r = 0; r < R; r++)
+            rows += m->ptr[r + 1] > m->ptr[r];
+        if ((int64_t)m->ptr[R] >= 12 * rows * ((C + PANEL - 1) / PANEL)) {
+            csr_fd_panel_512(m->ptr, m->idx, m->val, R, C, w->xf, n, set,
+                             set ? L->bias : NULL, z, w->tmp, w->cur);
+            return;
+        }
+    }
+#endif
+    csr_fd(w->P->fast, m->ptr, m->idx, m->val, R, w->xf, n, set, set ? L->bias : NULL, z);
+}
+
 static void run_block(lane *w, int ds, int st, int n, int n_use)
 {
     const plan *P = w->P;
@@ -1835,8 +1957,7 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
             }
             break;
         case L0_CSR:
-            csr_fd(P->fast, pp->full.ptr, pp->full.idx, pp->full.val, R0, w->xf, n,
-                   1, L0->bias, w->z0);
+            l0_csr(w, &pp->full, 1, w->z0, n);
             break;
         default:
             if (e > 0 && P->nd > 1 && 4 * pp->n_touch < pp->n_live) {
@@ -1845,13 +1966,11 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
                 for (int t = 0; t < pp->n_touch; t++)
                     memcpy(w->zold + (size_t)t * n, w->z0 + (size_t)pp->touch[t] * n,
                            (size_t)n * sizeof(double));
-                csr_fd(P->fast, pp->rem.ptr, pp->rem.idx, pp->rem.val, R0, w->xf, n, 0,
-                       NULL, w->z0);
+                l0_csr(w, &pp->rem, 0, w->z0, n);
                 grow_delta(w, pp, n);
                 touched = 1;
             } else if (!pp->l0_same) {
-                csr_fd(P->fast, pp->rem.ptr, pp->rem.idx, pp->rem.val, R0, w->xf, n, 0,
-                       NULL, w->z0);
+                l0_csr(w, &pp->rem, 0, w->z0, n);
             }
             break;
         }

@@ -56,13 +56,32 @@ static dwf_model *make_model(const dwf_arch *a, uint64_t seed)
     return m;
 }
 
-static void make_data(dwf_dataset *d, int n, uint64_t seed)
+/* The first weight layer's magnitudes log-uniform in [1e-3, 1e-2]: most of
+ * it drops out within a few thresholds (big removals, CSR rebuilds). */
+static void narrow_first_layer(dwf_model *m, uint64_t seed)
+{
+    dwf_rng r;
+    dwf_rng_seed(&r, seed);
+    int i = 0;
+    while (m->weight_idx[i] < 0)
+        i++;
+    dwf_param *p = &m->params[m->weight_idx[i]];
+    for (int64_t k = 0; k < p->n; k++) {
+        double mag = pow(10.0, -3.0 + dwf_rng_uniform(&r));
+        p->f[0][k] = (float)(dwf_rng_uniform(&r) < 0.5 ? -mag : mag);
+        for (int d = 1; d < p->depth; d++)
+            p->f[d][k] = 1.0f;
+    }
+    dwf_model_collapse(m);
+}
+
+static void make_data_side(dwf_dataset *d, int n, int side, uint64_t seed)
 {
     memset(d, 0, sizeof *d);
     d->n = n;
     d->c = 1;
-    d->h = d->w = 8;
-    d->dim = 64;
+    d->h = d->w = side;
+    d->dim = side * side;
     d->n_classes = 5;
     d->x_u8 = malloc((size_t)n * d->dim);
     d->y = calloc((size_t)n, sizeof(int32_t));
@@ -72,6 +91,11 @@ static void make_data(dwf_dataset *d, int n, uint64_t seed)
     dwf_rng_seed(&r, seed);
     for (int i = 0; i < n * d->dim; i++)
         d->x_u8[i] = (uint8_t)dwf_rng_below(&r, 256);
+}
+
+static void make_data(dwf_dataset *d, int n, uint64_t seed)
+{
+    make_data_side(d, n, 8, seed);
 }
 
 /* Labels d with the predictions of s cut at threshold t (t >= s->eps). */
@@ -427,16 +451,21 @@ START_TEST(t_incremental_matches_evaluate)
     dwf_err e;
     dwf_norm norm = {DWF_NORM_SCALE, 0.0f, 255.0f};
     const int h2[] = {24, 16}, h1[] = {20};
+    /* the last one with 28 x 28 inputs: the wide-input (panel) kernel */
     struct {
         const int *hidden;
         int n_hidden;
         int ties;
-    } cases[] = {{h2, 2, 0}, {h1, 1, 0}, {NULL, 0, 0}, {h2, 2, 1}};
-    for (int k = 0; k < 4; k++) {
+        int side;
+    } cases[] = {{h2, 2, 0, 8}, {h1, 1, 0, 8}, {NULL, 0, 0, 8}, {h2, 2, 1, 8}, {h2, 2, 0, 28}};
+    for (int k = 0; k < 5; k++) {
         dwf_arch a;
-        ck_assert_msg(dwf_arch_mlp(&a, 1, 8, 8, cases[k].hidden, cases[k].n_hidden, 5, 2,
+        int sd = cases[k].side;
+        ck_assert_msg(dwf_arch_mlp(&a, 1, sd, sd, cases[k].hidden, cases[k].n_hidden, 5, 2,
                                    &e) == 0, "%s", e.msg);
         dwf_model *m = make_model(&a, 20 + k);
+        if (sd > 8)
+            narrow_first_layer(m, 60 + k);
         set_biases(m, 30 + k, 0.05);
         if (cases[k].ties)
             tie_classes(m);
@@ -445,8 +474,8 @@ START_TEST(t_incremental_matches_evaluate)
                                             &e) == 0, "%s", e.msg);
         /* 300 and 270 samples: batches of 256 plus 44 and 14 */
         dwf_dataset val, test;
-        make_data(&val, 300, 40 + k);
-        make_data(&test, 270, 50 + k);
+        make_data_side(&val, 300, sd, 40 + k);
+        make_data_side(&test, 270, sd, 50 + k);
         label_by(&val, &s, 3e-3f);
         label_by(&test, &s, 1e-2f);
         dwf_thresh_stats st;
