@@ -12,10 +12,11 @@
  * (out_c x in_c k k) with it. Layers denser than the crossover keep a
  * dense copy and use cblas_sgemm / sgemv instead. At batch 1 a sparse
  * dense-kind layer runs from a sliced-ELL copy (see "batch-1 kernels")
- * with the following relu fused. On AVX2 machines every sparse entry, at
- * any batch size, is bias + (the row's products summed in CSR order by
- * fused multiply-adds): a sample's logits do not depend on the batch it is
- * in (for layers run sparse).
+ * with the following relu fused. On AVX2 machines every entry of a layer
+ * run sparse (any batch size) or dense (batches of two or more: own
+ * register-blocked kernels, not sgemm) is bias + (the row's products
+ * summed in column order by fused multiply-adds): a sample's logits do not
+ * depend on the batch it is in (dwf_smodel_batch_invariant).
  *
  * The .dwfm file format, version 1 (also in README.md). Every integer and
  * float is little-endian; a "str" is a u32 byte length followed by that
@@ -1077,9 +1078,177 @@ static void transpose(const float *restrict src, int64_t r, int64_t c,
     transpose_portable(src, r, c, dst);
 }
 
+/* ---- the dense path ------------------------------------------------------ */
+
+#ifdef SELL_X86
+/* Y (rows x n, feature-major) = bias + W X for a dense W (rows x cols) and
+ * X (cols x n), in tiles of 4 rows by 4 vectors of columns: every entry is
+ * bias + (its row's products summed in column order by fused multiply-adds
+ * from 0) - the arithmetic of spmm_avx2 and of the batch-1 kernel, zeros
+ * adding nothing - so that a sample's result neither depends on the batch
+ * it is in nor on whether the layer runs dense or sparse. */
+#define DM_ROW(i, wk)                                                         \
+    do {                                                                      \
+        const VEC b_ = SET1(wk);                                              \
+        a##i##0 = FMA(b_, x0, a##i##0);                                       \
+        if (nq > 1)                                                           \
+            a##i##1 = FMA(b_, x1, a##i##1);                                   \
+        if (nq > 2)                                                           \
+            a##i##2 = FMA(b_, x2, a##i##2);                                   \
+        if (nq > 3)                                                           \
+            a##i##3 = FMA(b_, x3, a##i##3);                                   \
+    } while (0)
+#define DM_STORE(i)                                                           \
+    do {                                                                      \
+        if (i < nr) {                                                         \
+            float *yr = y + (size_t)(r0 + i) * n + j0;                        \
+            const VEC b_ = SET1(bias ? bias[r0 + i] : 0.0f);                  \
+            STORE(yr, nq == 1 ? ml : FULL, ADD(b_, a##i##0));                 \
+            if (nq > 1)                                                       \
+                STORE(yr + W_, nq == 2 ? ml : FULL, ADD(b_, a##i##1));        \
+            if (nq > 2)                                                       \
+                STORE(yr + 2 * W_, nq == 3 ? ml : FULL, ADD(b_, a##i##2));    \
+            if (nq > 3)                                                       \
+                STORE(yr + 3 * W_, ml, ADD(b_, a##i##3));                     \
+        }                                                                     \
+    } while (0)
+#define DM_TILE_BODY                                                          \
+    const float *w0 = W + (size_t)r0 * cols;                                  \
+    const float *w1 = nr > 1 ? w0 + cols : w0,                                \
+                *w2 = nr > 2 ? w0 + 2 * (size_t)cols : w0,                    \
+                *w3 = nr > 3 ? w0 + 3 * (size_t)cols : w0;                    \
+    VEC a00 = ZERO, a01 = a00, a02 = a00, a03 = a00;                          \
+    VEC a10 = a00, a11 = a00, a12 = a00, a13 = a00;                           \
+    VEC a20 = a00, a21 = a00, a22 = a00, a23 = a00;                           \
+    VEC a30 = a00, a31 = a00, a32 = a00, a33 = a00;                           \
+    for (int k = 0; k < cols; k++) {                                          \
+        const float *xr = x + (size_t)k * n + j0;                             \
+        VEC x0 = LOAD(xr, nq == 1 ? ml : FULL), x1 = x0, x2 = x0, x3 = x0;    \
+        if (nq > 1)                                                           \
+            x1 = LOAD(xr + W_, nq == 2 ? ml : FULL);                          \
+        if (nq > 2)                                                           \
+            x2 = LOAD(xr + 2 * W_, nq == 3 ? ml : FULL);                      \
+        if (nq > 3)                                                           \
+            x3 = LOAD(xr + 3 * W_, ml);                                       \
+        DM_ROW(0, w0[k]);                                                     \
+        DM_ROW(1, w1[k]);                                                     \
+        DM_ROW(2, w2[k]);                                                     \
+        DM_ROW(3, w3[k]);                                                     \
+    }                                                                         \
+    DM_STORE(0);                                                              \
+    DM_STORE(1);                                                              \
+    DM_STORE(2);                                                              \
+    DM_STORE(3);
+
+/* AVX-512: 16 floats a vector, masks */
+#define VEC __m512
+#define W_ 16
+#define FULL ((__mmask16)0xffff)
+#define ZERO _mm512_setzero_ps()
+#define SET1(v) _mm512_set1_ps(v)
+#define FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define ADD(a, b) _mm512_add_ps(a, b)
+#define LOAD(p, m) _mm512_maskz_loadu_ps(m, p)
+#define STORE(p, m, v) _mm512_mask_storeu_ps(p, m, v)
+__attribute__((target("avx512f"), always_inline)) static inline void
+dm_tile_512(const float *restrict W, int cols, int r0, int nr, const float *restrict x,
+            size_t n, size_t j0, const int nq, __mmask16 ml, const float *restrict bias,
+            float *restrict y)
+{
+    DM_TILE_BODY
+}
+
+__attribute__((target("avx512f"))) static void
+dense_mm_512(const float *restrict W, int rows, int cols, const float *restrict x,
+             size_t n, const float *restrict bias, float *restrict y)
+{
+    for (size_t j0 = 0; j0 < n; j0 += 64) {
+        int m = n - j0 < 64 ? (int)(n - j0) : 64, nq = (m + 15) / 16;
+        __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            int nr = rows - r0 < 4 ? rows - r0 : 4;
+            switch (nq) {
+            case 1: dm_tile_512(W, cols, r0, nr, x, n, j0, 1, ml, bias, y); break;
+            case 2: dm_tile_512(W, cols, r0, nr, x, n, j0, 2, ml, bias, y); break;
+            case 3: dm_tile_512(W, cols, r0, nr, x, n, j0, 3, ml, bias, y); break;
+            default: dm_tile_512(W, cols, r0, nr, x, n, j0, 4, ml, bias, y); break;
+            }
+        }
+    }
+}
+#undef VEC
+#undef W_
+#undef FULL
+#undef ZERO
+#undef SET1
+#undef FMA
+#undef ADD
+#undef LOAD
+#undef STORE
+
+/* AVX2: 8 floats a vector, masks as vectors */
+#define VEC __m256
+#define W_ 8
+#define FULL _mm256_set1_epi32(-1)
+#define ZERO _mm256_setzero_ps()
+#define SET1(v) _mm256_set1_ps(v)
+#define FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define ADD(a, b) _mm256_add_ps(a, b)
+#define LOAD(p, m) _mm256_maskload_ps(p, m)
+#define STORE(p, m, v) _mm256_maskstore_ps(p, m, v)
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+dm_tile_avx2(const float *restrict W, int cols, int r0, int nr, const float *restrict x,
+             size_t n, size_t j0, const int nq, __m256i ml, const float *restrict bias,
+             float *restrict y)
+{
+    DM_TILE_BODY
+}
+
+__attribute__((target("avx2,fma"))) static void
+dense_mm_avx2(const float *restrict W, int rows, int cols, const float *restrict x,
+              size_t n, const float *restrict bias, float *restrict y)
+{
+    for (size_t j0 = 0; j0 < n; j0 += 32) {
+        int m = n - j0 < 32 ? (int)(n - j0) : 32, nq = (m + 7) / 8, t = m % 8 ? m % 8 : 8;
+        const __m256i ml = _mm256_cmpgt_epi32(_mm256_set1_epi32(t),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            int nr = rows - r0 < 4 ? rows - r0 : 4;
+            switch (nq) {
+            case 1: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 1, ml, bias, y); break;
+            case 2: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 2, ml, bias, y); break;
+            case 3: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 3, ml, bias, y); break;
+            default: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 4, ml, bias, y); break;
+            }
+        }
+    }
+}
+#undef VEC
+#undef W_
+#undef FULL
+#undef ZERO
+#undef SET1
+#undef FMA
+#undef ADD
+#undef LOAD
+#undef STORE
+#undef DM_ROW
+#undef DM_STORE
+#undef DM_TILE_BODY
+#endif
+
+int dwf_smodel_batch_invariant(void)
+{
+#ifdef SELL_X86
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
 /* Y (rows x n) = W X + bias with the weight of layer i, sparse or dense. */
 static void layer_mul(const dwf_smodel *s, int i, const float *x, int n,
-                      float *y)
+                      float *y, int isa)
 {
     const dwf_csr *c = &s->w[i];
     const float *bias = s->bias[i];
@@ -1095,6 +1264,18 @@ static void layer_mul(const dwf_smodel *s, int i, const float *x, int n,
                     c->cols, x, 1, bias ? 1.0f : 0.0f, y, 1);
         return;
     }
+#ifdef SELL_X86
+    if (isa < 0 && __builtin_cpu_supports("avx512f")) {
+        dense_mm_512(d, c->rows, c->cols, x, (size_t)n, bias, y);
+        return;
+    }
+    if (isa != 0 && dwf_smodel_batch_invariant()) {
+        dense_mm_avx2(d, c->rows, c->cols, x, (size_t)n, bias, y);
+        return;
+    }
+#else
+    (void)isa;
+#endif
     if (bias)
         for (int r = 0; r < c->rows; r++)
             for (int j = 0; j < n; j++)
@@ -1135,7 +1316,7 @@ static void forward_chunk(const dwf_smodel *s, dwf_sws *ws, const float *x,
                 sell_mv(s->sell[i], cur, relu, next, isa);
                 i += relu;
             } else {
-                layer_mul(s, i, cur, b, next);
+                layer_mul(s, i, cur, b, next, isa);
             }
             cur = next;
             break;
@@ -1145,7 +1326,7 @@ static void forward_chunk(const dwf_smodel *s, dwf_sws *ws, const float *x,
             int P = l->out_h * l->out_w;
             for (int n = 0; n < b; n++) {
                 dwf_im2col(&cs, cur + (size_t)n * in_size, ws->col_buf);
-                layer_mul(s, i, ws->col_buf, P, next + (size_t)n * out_size);
+                layer_mul(s, i, ws->col_buf, P, next + (size_t)n * out_size, isa);
             }
             cur = next;
             break;

@@ -100,11 +100,21 @@ void dwf_sws_free(dwf_sws *ws);
 int dwf_smodel_forward(const dwf_smodel *s, dwf_sws *ws, const float *x,
                        int b, float *logits, dwf_err *err);
 
-/* The same with the batch-1 sparse kernel chosen by isa (0 portable C,
- * 1 AVX2 and FMA, -1 the best the CPU has, which dwf_smodel_forward
- * uses), for tests and benchmarks; DWF_EINVAL if the CPU lacks it. */
+/* The same with the batch-1 sparse kernel and the dense kernel chosen by
+ * isa (0 portable C and cblas_sgemm / sgemv, 1 AVX2 and FMA, -1 the best
+ * the CPU has - AVX-512 for dense layers where it is there - which
+ * dwf_smodel_forward uses), for tests and benchmarks; DWF_EINVAL if the
+ * CPU lacks it. The AVX2 and AVX-512 kernels give the same bits. */
 int dwf_smodel_forward_isa(const dwf_smodel *s, dwf_sws *ws, const float *x,
                            int b, int isa, float *logits, dwf_err *err);
+
+/* 1 when a sample's logits are the same in every batch of two or more
+ * samples, whatever the others and its position (CPUs with AVX2 and FMA:
+ * the dense and the sparse kernels both make each entry bias + its row's
+ * products summed in column order by fused multiply-adds, so that running
+ * a layer dense or sparse does not change it either). A batch of one may
+ * differ where a layer runs dense (sgemv). */
+int dwf_smodel_batch_invariant(void);
 
 /* Argmax classes and softmax probabilities (probs may be NULL, else
  * b x n_classes) of raw inputs (normalized here with s->norm). */

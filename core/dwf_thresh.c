@@ -2062,15 +2062,23 @@ static int ref_eval(lane *rc, const dwf_smodel *m, const fb_ent *f, int n,
         r = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
         goto out;
     }
+    /* where batches of two or more give every sample the same logits
+     * (dwf_smodel_batch_invariant), the entries share batches freely, a
+     * lone one padded to two; only those from a batch of one run alone */
+    int inv = dwf_smodel_batch_invariant();
     for (int left = n; left > 0;) {
         /* one batch: the size of the first pending entry, free positions */
-        int size = -1, pos;
+        int size = -1, pos, fill = 0;
         memset(used, 0, REF_BATCH);
         for (int i = 0; i < n; i++) {
             if (done[i])
                 continue;
             int sz;
             ref_slot(data[f[i].ds], f[i].idx, &sz, &pos);
+            if (inv && sz > 1) {
+                sz = REF_BATCH;
+                pos = fill;
+            }
             if (size < 0) {
                 size = sz;
                 memset(rc->rx, 0, (size_t)size * dim * sizeof(float));
@@ -2078,10 +2086,13 @@ static int ref_eval(lane *rc, const dwf_smodel *m, const fb_ent *f, int n,
             if (sz != size || used[pos])
                 continue;
             used[pos] = 1;
+            fill++;
             done[i] = 1 + pos;  /* pending in this batch */
             dwf_dataset_range(data[f[i].ds], &m->norm, f[i].idx, 1,
                               rc->rx + (size_t)pos * dim, NULL);
         }
+        if (inv && size == REF_BATCH) /* the filled positions (and a zero) */
+            size = fill > 1 ? fill : 2;
         r = dwf_smodel_forward(m, ws, rc->rx, size, rc->rz, err);
         if (r)
             goto out;

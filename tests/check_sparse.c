@@ -871,6 +871,83 @@ START_TEST(test_batch1_kernels)
 }
 END_TEST
 
+/* Logits of sample j of x when it sits at position pos of a batch of b
+ * (the other positions hold other samples of x), with kernel isa. */
+static void logits_in_batch(const dwf_smodel *s, dwf_sws *ws, const float *x, int nx,
+                            int j, int b, int pos, int isa, float *out)
+{
+    dwf_err e;
+    int dim = in_dim(&s->arch), nc = s->arch.n_classes;
+    float *xb = alloc_f((size_t)b * dim), *z = alloc_f((size_t)b * nc);
+    for (int k = 0; k < b; k++) {
+        int src = k == pos ? j : (j + 1 + k) % nx;
+        memcpy(xb + (size_t)k * dim, x + (size_t)src * dim, (size_t)dim * sizeof(float));
+    }
+    ck_assert_int_eq(dwf_smodel_forward_isa(s, ws, xb, b, isa, z, &e), 0);
+    memcpy(out, z + (size_t)pos * nc, (size_t)nc * sizeof(float));
+    free(xb);
+    free(z);
+}
+
+/* With AVX2 and FMA, batches of two or more give every sample the same
+ * logits whatever the batch, its position, the crossover (dense or sparse
+ * layers: own kernels, not sgemm) and the kernel (AVX2 or AVX-512): an MLP
+ * with a dense layer between sparse ones, and a CNN. */
+START_TEST(test_batch_invariance)
+{
+    if (!dwf_smodel_batch_invariant()) {
+        fprintf(stderr, "check_sparse: no AVX2 and FMA, batch invariance not checked\n");
+        return;
+    }
+    dwf_err e;
+    for (int net = 0; net < 2; net++) {
+        dwf_arch a;
+        if (net == 0)
+            arch_deep(&a);
+        else
+            arch_cnn(&a);
+        dwf_model *m = make_model(&a, 4, 700 + net);
+        dwf_smodel s;
+        ck_assert_int_eq(dwf_smodel_from_model(m, NULL, median_abs(m) * 0.5f, NULL, NULL, 0,
+                                               &s, &e), 0);
+        const int NX = 70, dim = in_dim(&a), nc = a.n_classes;
+        dwf_rng r;
+        dwf_rng_seed(&r, 710 + net);
+        float *x = alloc_f((size_t)NX * dim);
+        for (int i = 0; i < NX * dim; i++)
+            x[i] = dwf_rng_uniform(&r) < 0.3 ? 0.0f : (float)dwf_rng_normal(&r);
+        dwf_sws *ws = NULL;
+        ck_assert_int_eq(dwf_sws_create(&s, 67, &ws, &e), 0);
+        float *ref = alloc_f((size_t)nc), *z = alloc_f((size_t)nc);
+        const double cross[] = {DWF_SPARSE_CROSSOVER, 2.0, 0.9, 0.0};
+        const int sizes[][2] = {{2, 0}, {2, 1}, {17, 16}, {67, 3}, {67, 66}, {33, 32}};
+        for (int j = 0; j < 5; j++) {
+            int first = 1;
+            for (int c = 0; c < 4; c++) {
+                ck_assert_int_eq(dwf_smodel_set_crossover(&s, cross[c], &e), 0);
+                for (int t = 0; t < 6; t++)
+                    for (int isa = -1; isa <= 1; isa += 2) {
+                        logits_in_batch(&s, ws, x, NX, j, sizes[t][0], sizes[t][1], isa,
+                                        first ? ref : z);
+                        if (!first)
+                            CHECK_MSG(memcmp(ref, z, (size_t)nc * sizeof(float)) == 0,
+                                      "net %d sample %d: crossover %g, batch %d at %d, "
+                                      "isa %d differs", net, j, cross[c], sizes[t][0],
+                                      sizes[t][1], isa);
+                        first = 0;
+                    }
+            }
+        }
+        free(ref);
+        free(z);
+        free(x);
+        dwf_sws_free(ws);
+        dwf_smodel_free(&s);
+        dwf_model_free(m);
+    }
+}
+END_TEST
+
 /* One sparse layer with inf / NaN inputs: only the rows with a weight on
  * such an input may turn non-finite (padded lanes must not read it; the
  * padding points at column 0). Also a layer with more than 65536 inputs
@@ -1000,6 +1077,7 @@ int main(void)
     tcase_add_test(tc, test_corrupt);
     tcase_add_test(tc, test_batch1_kernels);
     tcase_add_test(tc, test_batch1_edges);
+    tcase_add_test(tc, test_batch_invariance);
     tcase_add_test(tc, test_args);
     suite_add_tcase(s, tc);
     return tu_run(s);
