@@ -1205,7 +1205,7 @@ static inline double act0(double v, int relu)
 static void h0_pass_c(const double *restrict z, double *restrict hb,
                       const int32_t *rl, int rows, int n, int relu, int rebase,
                       double *restrict d2, double *restrict di,
-                      double *restrict h2, double *restrict hi)
+                      double *restrict h2, double *restrict hi, float *restrict f)
 {
     for (int j = 0; j < n; j++)
         d2[j] = di[j] = h2[j] = hi[j] = 0.0;
@@ -1218,6 +1218,8 @@ static void h0_pass_c(const double *restrict z, double *restrict hb,
             double av = fabs(v);
             if (rebase) {
                 br[j] = v;
+                if (f)
+                    f[(size_t)r * n + j] = (float)v;
             } else {
                 double dv = fabs(v - br[j]);
                 d2[j] += dv * dv;
@@ -1237,12 +1239,15 @@ static void h0_pass_c(const double *restrict z, double *restrict hb,
 __attribute__((target("avx512f"))) static void
 h0_pass_512(const double *restrict z, double *restrict hb, const int32_t *rl,
             int rows, int n, int relu, int rebase, double *restrict d2,
-            double *restrict di, double *restrict h2, double *restrict hi)
+            double *restrict di, double *restrict h2, double *restrict hi,
+            float *restrict f)
 {
     const __m512d zero = _mm512_setzero_pd();
     const __m512i absm = _mm512_set1_epi64(0x7fffffffffffffffLL);
     for (int j0 = 0; j0 < n; j0 += 8) {
         __mmask8 m = (__mmask8)(n - j0 >= 8 ? 0xff : (1u << (n - j0)) - 1);
+        const __m256i fm = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - j0),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         __m512d a2 = zero, ai = zero, b2 = zero, bi = zero;
         for (int t = 0; t < rows; t++) {
             size_t r = (size_t)rl[t];
@@ -1253,6 +1258,8 @@ h0_pass_512(const double *restrict z, double *restrict hb, const int32_t *rl,
             double *pb = hb + r * n + j0;
             if (rebase) {
                 _mm512_mask_storeu_pd(pb, m, v);
+                if (f)
+                    _mm256_maskstore_ps(f + r * n + j0, fm, _mm512_cvtpd_ps(v));
             } else {
                 __m512d dv = _mm512_sub_pd(v, _mm512_maskz_loadu_pd(m, pb));
                 dv = _mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(dv), absm));
@@ -1271,19 +1278,20 @@ h0_pass_512(const double *restrict z, double *restrict hb, const int32_t *rl,
 #endif
 
 /* Over the units rl[0..rows) (the live ones: dead units cannot change
- * anything any more). */
+ * anything any more). With rebase, f (may be NULL) also gets the
+ * activations in float (rows x n, row r at f + r n). */
 static void h0_pass(int fast, const double *z, double *hb, const int32_t *rl,
                     int rows, int n, int relu, int rebase, double *d2, double *di,
-                    double *h2, double *hi)
+                    double *h2, double *hi, float *f)
 {
 #ifdef THR_X86
     if (fast) {
-        h0_pass_512(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi);
+        h0_pass_512(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi, f);
         return;
     }
 #endif
     (void)fast;
-    h0_pass_c(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi);
+    h0_pass_c(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi, f);
 }
 
 static void transpose_f(const float *restrict src, int r, int c, float *restrict dst)
@@ -1623,15 +1631,11 @@ static void recompute(lane *w, int e, int ng, int n, int ds, int st)
     }
     if (ng == n) { /* everyone (gi[g] = g): rebase in one pass */
         h0_pass(P->fast, w->z0, w->hb0, pp->live, pp->n_live, n, relu, 1, w->d2, w->di,
-                w->h2, w->hi);
+                w->h2, w->hi, hf);
         for (int g = 0; g < n; g++) {
             w->gn2[g] = w->h2[g] * w->h2[g]; /* squared, as below */
             w->gni[g] = w->hi[g];
         }
-        double *s2 = w->za, *sm = w->ta; /* scratch: the norms are known */
-        memset(s2, 0, (size_t)n * sizeof *s2);
-        memset(sm, 0, (size_t)n * sizeof *sm);
-        act_rows(w->hb0, pp->live, pp->n_live, n, 0, hf, s2, sm);
     } else {
         gather_h0(w->z0, w->hb0, pp->live, pp->n_live, n, relu, w->gi, ng, hf, w->gn2,
                   w->gni);
@@ -1989,7 +1993,7 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
              * base stand (recomputed samples have theirs at zero) */
             if (!pp->l0_same && !touched)
                 h0_pass(P->fast, w->z0, w->hb0, pp->live, pp->n_live, n, L0->relu, 0,
-                        w->d2, w->di, w->h2, w->hi);
+                        w->d2, w->di, w->h2, w->hi, NULL);
             /* the row-by-row stage, unless it mostly failed last time */
             int fine = pp->fine && !(tries >= 16 && 8 * wins < tries);
             ng = certify_block(w, pp, e, n, ds, fine, &tries, &wins);
@@ -2076,6 +2080,8 @@ static int ref_eval(lane *rc, const dwf_smodel *m, const fb_ent *f, int n,
             int sz;
             ref_slot(data[f[i].ds], f[i].idx, &sz, &pos);
             if (inv && sz > 1) {
+                if (fill == REF_BATCH)
+                    continue; /* full: the next batch */
                 sz = REF_BATCH;
                 pos = fill;
             }
@@ -2156,12 +2162,58 @@ static int stop_after(const dwf_thresh_point *pt, int on_val, int on_test,
 }
 
 /* Every distinct model evaluated with dwf_smodel_evaluate(). */
+/* The threads of a from-scratch evaluation: each evaluates a run of whole
+ * REF_BATCH batches of each data set (the batches dwf_smodel_evaluate
+ * makes of the whole set), so the counts are the whole set's. */
+typedef struct scratch_job {
+    const dwf_smodel *m;
+    int n;
+    dwf_dataset view[DWF_MAX_THREADS][2];
+    int64_t ok[DWF_MAX_THREADS][2];
+    int rc[DWF_MAX_THREADS];
+    dwf_err err[DWF_MAX_THREADS];
+} scratch_job;
+
+static void scratch_run(void *arg, int id)
+{
+    scratch_job *j = arg;
+    for (int ds = 0; ds < 2 && !j->rc[id]; ds++) {
+        const dwf_dataset *v = &j->view[id][ds];
+        double acc, loss;
+        j->ok[id][ds] = 0;
+        if (v->n > 0 && !(j->rc[id] = dwf_smodel_evaluate(j->m, v, &acc, &loss, &j->err[id])))
+            j->ok[id][ds] = llround(acc * v->n);
+    }
+}
+
 static int curve_from_scratch(const dwf_smodel *s, const dwf_dataset *data[2],
-                              const grid *g, double chance,
+                              const grid *g, double chance, int threads,
                               dwf_thresh_curve *out, dwf_err *err)
 {
     int on_val = has_data(data[0]), on_test = !on_val && has_data(data[1]);
-    for (int p = 0; p < g->n; p++) {
+    scratch_job j;
+    memset(&j, 0, sizeof j);
+    j.n = threads;
+    for (int ds = 0; ds < 2; ds++) {
+        int n = has_data(data[ds]) ? data[ds]->n : 0, nb = (n + REF_BATCH - 1) / REF_BATCH;
+        for (int i = 0; i < j.n; i++) {
+            dwf_dataset *v = &j.view[i][ds];
+            int b0 = (int)((int64_t)nb * i / j.n), b1 = (int)((int64_t)nb * (i + 1) / j.n);
+            int st = b0 * REF_BATCH, en = b1 * REF_BATCH < n ? b1 * REF_BATCH : n;
+            if (en <= st)
+                continue;
+            *v = *data[ds];
+            v->n = en - st;
+            v->y += st;
+            if (v->x_u8)
+                v->x_u8 += (size_t)st * v->dim;
+            if (v->x_f32)
+                v->x_f32 += (size_t)st * v->dim;
+        }
+    }
+    dwf_workers *wk = NULL;
+    int rc = j.n > 1 ? dwf_workers_create(j.n, &wk, err) : 0;
+    for (int p = 0; p < g->n && !rc; p++) {
         dwf_thresh_point *pt = &out->points[out->n];
         fill_point(s, g, p, pt);
         if (p > 0 && pt->nonzero == pt[-1].nonzero) {
@@ -2170,24 +2222,41 @@ static int curve_from_scratch(const dwf_smodel *s, const dwf_dataset *data[2],
         } else {
             dwf_smodel m;
             const dwf_smodel *use;
-            int rc = point_model(s, g, p, &m, &use, err);
-            double loss, *acc[2] = {&pt->val_acc, &pt->test_acc};
-            for (int ds = 0; ds < 2 && !rc; ds++)
+            rc = point_model(s, g, p, &m, &use, err);
+            if (rc)
+                break;
+            j.m = use;
+            if (wk)
+                dwf_workers_run(wk, scratch_run, &j);
+            else
+                scratch_run(&j, 0);
+            double *acc[2] = {&pt->val_acc, &pt->test_acc};
+            for (int ds = 0; ds < 2; ds++) {
+                int64_t ok = 0;
+                for (int i = 0; i < j.n; i++)
+                    ok += j.ok[i][ds];
                 if (has_data(data[ds])) {
-                    rc = dwf_smodel_evaluate(use, data[ds], acc[ds], &loss, err);
+                    *acc[ds] = (double)ok / data[ds]->n;
                     out->stats.samples += data[ds]->n;
                 }
-            if (p > 0 && use)
+            }
+            for (int i = 0; i < j.n && !rc; i++)
+                if (j.rc[i]) {
+                    rc = j.rc[i];
+                    *err = j.err[i];
+                }
+            if (p > 0)
                 dwf_smodel_free(&m);
             if (rc)
-                return rc;
+                break;
             out->stats.models++;
         }
         out->n++;
         if (stop_after(pt, on_val, on_test, chance))
             break;
     }
-    return 0;
+    dwf_workers_free(wk);
+    return rc;
 }
 
 /* Runs fn on every lane of the team (with workers when there are more). */
@@ -2452,7 +2521,7 @@ int dwf_thresh_curve_compute(const dwf_smodel *s, const dwf_dataset *val,
     if (!o.from_scratch && P.nc >= 1 && (P.data[0] || P.data[1]) && mlp_view(s, &P))
         rc = curve_incremental(s, &P, &g, &o, chance, out, err);
     else
-        rc = curve_from_scratch(s, data, &g, chance, out, err);
+        rc = curve_from_scratch(s, data, &g, chance, o.threads, out, err);
     plan_free(&P);
     grid_free(&g);
     if (rc) {
