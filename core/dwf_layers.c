@@ -65,10 +65,22 @@ void dwf_im2col(const dwf_conv_shape *s, const float *img, float *col)
                         continue;
                     }
                     const float *src = plane + (size_t)iy * s->in_w;
-                    for (int ox = 0; ox < s->out_w; ox++) {
-                        int ix = ox * s->stride - s->pad + kx;
-                        dst[ox] = (ix >= 0 && ix < s->in_w) ? src[ix] : 0.0f;
-                    }
+                    /* ix = ox stride - pad + kx lies in [0, in_w) for ox in
+                     * [lo, hi): zeros around, a copy (stride 1) between */
+                    int off = kx - s->pad, lo = 0, hi = s->out_w;
+                    while (lo < hi && lo * s->stride + off < 0)
+                        lo++;
+                    while (hi > lo && (hi - 1) * s->stride + off >= s->in_w)
+                        hi--;
+                    for (int ox = 0; ox < lo; ox++)
+                        dst[ox] = 0.0f;
+                    if (s->stride == 1)
+                        memcpy(dst + lo, src + lo + off, (size_t)(hi - lo) * sizeof(float));
+                    else
+                        for (int ox = lo; ox < hi; ox++)
+                            dst[ox] = src[ox * s->stride + off];
+                    for (int ox = hi; ox < s->out_w; ox++)
+                        dst[ox] = 0.0f;
                 }
             }
         }
@@ -173,6 +185,19 @@ void dwf_maxpool_forward(int c, int h, int w, int k, int stride, int out_h,
                 for (int ox = 0; ox < out_w; ox++) {
                     float best = -FLT_MAX;
                     int bi = (oy * stride) * w + ox * stride;
+                    if (k == 2 && oy * stride + 1 < h && ox * stride + 1 < w) {
+                        /* the common 2 x 2 window, unrolled (same order) */
+                        const int o[4] = {bi, bi + 1, bi + w, bi + w + 1};
+                        for (int t = 0; t < 4; t++)
+                            if (src[o[t]] > best) {
+                                best = src[o[t]];
+                                bi = o[t];
+                            }
+                        dst[oy * out_w + ox] = src[bi];
+                        if (am)
+                            am[oy * out_w + ox] = bi;
+                        continue;
+                    }
                     for (int ky = 0; ky < k; ky++) {
                         int iy = oy * stride + ky;
                         if (iy >= h)

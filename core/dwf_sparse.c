@@ -911,7 +911,6 @@ struct dwf_sws {
     int64_t act, col, pool; /* per-sample capacities (floats / int32s) */
     float *buf[2];          /* ping-pong activations, max_batch * act */
     float *col_buf;         /* im2col of one sample */
-    int32_t *argmax;        /* maxpool switches, max_batch * pool */
     float *xin;             /* normalized inputs, max_batch * input dim */
     float *logits;          /* max_batch * n_classes */
 };
@@ -948,7 +947,6 @@ void dwf_sws_free(dwf_sws *ws)
     free(ws->buf[0]);
     free(ws->buf[1]);
     free(ws->col_buf);
-    free(ws->argmax);
     free(ws->xin);
     free(ws->logits);
     free(ws);
@@ -975,10 +973,8 @@ int dwf_sws_create(const dwf_smodel *s, int max_batch, dwf_sws **out,
     ws->logits = malloc(b * (size_t)a->n_classes * sizeof(float));
     if (ws->col > 0)
         ws->col_buf = malloc((size_t)ws->col * sizeof(float));
-    if (ws->pool > 0)
-        ws->argmax = malloc(b * (size_t)ws->pool * sizeof(int32_t));
     if (!ws->buf[0] || !ws->buf[1] || !ws->xin || !ws->logits ||
-        (ws->col > 0 && !ws->col_buf) || (ws->pool > 0 && !ws->argmax)) {
+        (ws->col > 0 && !ws->col_buf)) {
         dwf_sws_free(ws);
         return dwf_errorf(err, DWF_ENOMEM, "out of memory for inference "
                           "buffers (batch %d)", max_batch);
@@ -1333,7 +1329,7 @@ static void forward_chunk(const dwf_smodel *s, dwf_sws *ws, const float *x,
         }
         case DWF_LAYER_MAXPOOL2D:
             dwf_maxpool_forward(l->in_c, l->in_h, l->in_w, l->kernel, l->stride,
-                                l->out_h, l->out_w, cur, b, next, ws->argmax);
+                                l->out_h, l->out_w, cur, b, next, NULL);
             cur = next;
             break;
         case DWF_LAYER_RELU: {
