@@ -81,6 +81,13 @@
  * cblas_sgemm = 1 (measured on the bench machine, bench/bench_thresh.c). */
 #define COST_CSR 3.0
 #define COST_INC 3.0
+/* Nanoseconds (bench machine, LeNet-300-100 curves) of a recomputation of
+ * the later layers per sample, per layer-0 unit and per later multiply-add,
+ * and of the row-by-row certification per later row. */
+#define COST_REC_SAMPLE 130.0
+#define COST_REC_UNIT 0.9
+#define COST_REC_MAC 0.015
+#define COST_FINE_ROW 6.0
 #define DENSE_BUDGET ((int64_t)64 << 20) /* bytes of a later layer's dense
                                               copies over all models */
 
@@ -772,12 +779,19 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
     for (int e = 0; e < P->n_pt && !rc; e++) {
         pt_plan *pp = &P->pt[e];
         int R0 = P->L[0].rows;
-        int64_t later = 0, hidden = 0;
+        /* the row-by-row certification of a sample (about COST_FINE_ROW
+         * per later row) against recomputing it (COST_REC_* per sample,
+         * layer-0 unit and later multiply-add): worth trying first only
+         * when it costs well under a recomputation, most tries winning */
+        int64_t later = 0, hidden = 0, rows = 0;
         for (int l = 1; l < P->nd; l++) {
-            later += pp->lat[l - 1].w.ptr[P->L[l].rows];
+            const lat_pt *lp = &pp->lat[l - 1];
+            later += lp->wd ? (int64_t)P->L[l].rows * P->L[l].cols : lp->w.ptr[P->L[l].rows];
             hidden += l < P->nd - 1 ? P->L[l].rows : 0;
+            rows += P->L[l].rows;
         }
-        pp->fine = hidden > 0 && later > 8 * hidden;
+        double rec = COST_REC_SAMPLE + COST_REC_UNIT * R0 + COST_REC_MAC * (double)later;
+        pp->fine = hidden > 0 && 2.0 * COST_FINE_ROW * (double)rows < rec;
         pp->live = malloc((size_t)R0 * sizeof *pp->live);
         if (!pp->live) {
             rc = DWF_ENOMEM;

@@ -450,15 +450,18 @@ START_TEST(t_incremental_matches_evaluate)
 {
     dwf_err e;
     dwf_norm norm = {DWF_NORM_SCALE, 0.0f, 255.0f};
-    const int h2[] = {24, 16}, h1[] = {20};
-    /* the last one with 28 x 28 inputs: the wide-input (panel) kernel */
+    const int h2[] = {24, 16}, h1[] = {20}, wide[] = {800, 16};
+    /* 28 x 28 inputs: the wide-input (panel) kernel; a wide first layer
+     * before a narrow one: the row-by-row certification (recomputations
+     * cost more than it) */
     struct {
         const int *hidden;
         int n_hidden;
         int ties;
         int side;
-    } cases[] = {{h2, 2, 0, 8}, {h1, 1, 0, 8}, {NULL, 0, 0, 8}, {h2, 2, 1, 8}, {h2, 2, 0, 28}};
-    for (int k = 0; k < 5; k++) {
+    } cases[] = {{h2, 2, 0, 8}, {h1, 1, 0, 8}, {NULL, 0, 0, 8}, {h2, 2, 1, 8}, {h2, 2, 0, 28},
+                 {wide, 2, 0, 8}};
+    for (int k = 0; k < 6; k++) {
         dwf_arch a;
         int sd = cases[k].side;
         ck_assert_msg(dwf_arch_mlp(&a, 1, sd, sd, cases[k].hidden, cases[k].n_hidden, 5, 2,
