@@ -67,6 +67,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "dwf_simd.h"
@@ -1331,6 +1332,7 @@ typedef struct fb_ent {
 typedef struct lane {
     const plan *P;
     int id, n_lanes;
+    void *arena;          /* every buffer below but fb (lane_layout) */
     float *xs, *xf, *tmp;
     int32_t *ys, *cur;
     double *x2, *xi, *z0, *hb0, *zb, *hbn2, *hbni;
@@ -1359,70 +1361,102 @@ typedef struct lane {
     dwf_err err;
 } lane;
 
+/* Memory for big scratch: at least 2 MB is 2 MB-aligned and marked for
+ * transparent huge pages (a page fault per 2 MB, not per 4 KB: a fault
+ * costs about 12 us on the bench VM, and a curve touches its scratch
+ * fresh), smaller 64-byte aligned. Free with free(). */
+static void *big_alloc(size_t n)
+{
+    const size_t H = (size_t)2 << 20;
+    if (n >= H) {
+        size_t sz = (n + H - 1) / H * H;
+        void *p = aligned_alloc(H, sz);
+#ifdef MADV_HUGEPAGE
+        if (p)
+            madvise(p, sz, MADV_HUGEPAGE); /* advice only: failure is harmless */
+#endif
+        return p;
+    }
+    return aligned_alloc(64, (n + 63) / 64 * 64);
+}
+
+/* The next bytes of a lane's arena from *at (64-byte steps). */
+static void *carve(uintptr_t *at, size_t bytes)
+{
+    void *p = (void *)*at;
+    *at += (bytes + 63) / 64 * 64;
+    return p;
+}
+
+/* Points w's buffers into the arena at base (0: only measures); returns
+ * its size. */
+static size_t lane_layout(lane *w, const plan *P, uintptr_t base)
+{
+    size_t B = BLK, R0 = (size_t)P->L[0].rows, M = (size_t)P->max_rows, nl = (size_t)P->nd;
+    size_t nc = (size_t)P->nc, dim = (size_t)P->dim;
+    uintptr_t at = base;
+    w->xs = carve(&at, B * dim * sizeof(float));
+    w->xf = carve(&at, B * dim * sizeof(float));
+    w->tmp = carve(&at, B * R0 * sizeof(float));
+    w->ys = carve(&at, B * sizeof(int32_t));
+    w->cur = carve(&at, R0 * sizeof(int32_t));
+    w->x2 = carve(&at, B * sizeof(double));
+    w->xi = carve(&at, B * sizeof(double));
+    w->z0 = carve(&at, B * R0 * sizeof(double));
+    w->hb0 = carve(&at, B * R0 * sizeof(double));
+    w->zb = carve(&at, B * nc * sizeof(double));
+    w->hbn2 = carve(&at, B * nl * sizeof(double));
+    w->hbni = carve(&at, B * nl * sizeof(double));
+    w->bk = carve(&at, B * sizeof(int));
+    w->gi = carve(&at, B * sizeof(int));
+    w->d2 = carve(&at, B * sizeof(double));
+    w->di = carve(&at, B * sizeof(double));
+    w->h2 = carve(&at, B * sizeof(double));
+    w->hi = carve(&at, B * sizeof(double));
+    w->T = carve(&at, M * sizeof(double));
+    w->D = carve(&at, M * sizeof(double));
+    w->g0 = carve(&at, B * M * sizeof(double));
+    w->hf = carve(&at, B * M * sizeof(float));
+    w->of = carve(&at, B * M * sizeof(float));
+    w->gn2 = carve(&at, B * sizeof(double));
+    w->gni = carve(&at, B * sizeof(double));
+    w->gpr = carve(&at, B * sizeof(double));
+    w->gpm = carve(&at, B * sizeof(double));
+    w->bsig = carve(&at, B * nc * sizeof(double));
+    w->tv = carve(&at, B * nc * sizeof(double));
+    w->zold = carve(&at, B * R0 * sizeof(double));
+    w->cv = carve(&at, 5 * B * sizeof(double));
+    w->bp = carve(&at, 2 * B * sizeof(double *));
+    w->za = carve(&at, B * sizeof(double));
+    w->ta = carve(&at, B * sizeof(double));
+    w->am = carve(&at, B * sizeof(int));
+    w->correct = carve(&at, (size_t)P->n_pt * 2 * sizeof(int64_t));
+    w->rx = carve(&at, (size_t)REF_BATCH * dim * sizeof(float));
+    w->rz = carve(&at, (size_t)REF_BATCH * nc * sizeof(float));
+    return (size_t)(at - base);
+}
+
 static void lane_free(lane *w)
 {
-    free(w->xs); free(w->xf); free(w->tmp); free(w->ys); free(w->cur);
-    free(w->x2); free(w->xi); free(w->z0); free(w->hb0); free(w->zb);
-    free(w->hbn2); free(w->hbni); free(w->bk); free(w->gi);
-    free(w->d2); free(w->di); free(w->h2); free(w->hi); free(w->D); free(w->T);
-    free(w->g0); free(w->hf); free(w->of); free(w->gn2); free(w->gni); free(w->gpr);
-    free(w->gpm); free(w->bsig); free(w->tv); free(w->zold); free(w->cv); free((void *)w->bp); free(w->za); free(w->ta); free(w->am);
-    free(w->correct); free(w->fb); free(w->rx); free(w->rz);
+    free(w->arena);
+    free(w->fb);
     memset(w, 0, sizeof *w);
 }
 
+/* One allocation for all of a lane's buffers (but the growing near-tie
+ * list): fewer, larger pages to fault in. */
 static int lane_init(lane *w, const plan *P)
 {
     memset(w, 0, sizeof *w);
     w->P = P;
-    size_t B = BLK, R0 = (size_t)P->L[0].rows, M = (size_t)P->max_rows, nl = (size_t)P->nd;
-    w->xs = malloc(B * P->dim * sizeof(float));
-    /* on cache lines: the kernels read x rows and z rows of 16 lanes */
-    w->xf = aligned_alloc(64, (B * P->dim * sizeof(float) + 63) / 64 * 64);
-    w->tmp = aligned_alloc(64, (B * R0 * sizeof(float) + 63) / 64 * 64);
-    w->ys = malloc(B * sizeof(int32_t));
-    w->cur = malloc(R0 * sizeof(int32_t));
-    w->x2 = malloc(B * sizeof(double));
-    w->xi = malloc(B * sizeof(double));
-    w->z0 = aligned_alloc(64, (B * R0 * sizeof(double) + 63) / 64 * 64);
-    w->hb0 = malloc(B * R0 * sizeof(double));
-    w->zb = malloc(B * P->nc * sizeof(double));
-    w->hbn2 = malloc(B * nl * sizeof(double));
-    w->hbni = malloc(B * nl * sizeof(double));
-    w->bk = malloc(B * sizeof(int));
-    w->gi = malloc(B * sizeof(int));
-    w->d2 = malloc(B * sizeof(double));
-    w->di = malloc(B * sizeof(double));
-    w->h2 = malloc(B * sizeof(double));
-    w->hi = malloc(B * sizeof(double));
-    w->T = malloc(M * sizeof(double));
-    w->D = malloc(M * sizeof(double));
-    w->g0 = malloc(B * M * sizeof(double));
-    w->hf = malloc(B * M * sizeof(float));
-    w->of = malloc(B * M * sizeof(float));
-    w->gn2 = malloc(B * sizeof(double));
-    w->gni = malloc(B * sizeof(double));
-    w->gpr = malloc(B * sizeof(double));
-    w->gpm = malloc(B * sizeof(double));
-    w->bsig = malloc(B * P->nc * sizeof(double));
-    w->tv = malloc(B * P->nc * sizeof(double));
-    w->zold = malloc(B * R0 * sizeof(double));
-    w->cv = malloc(5 * B * sizeof(double));
-    w->bp = malloc(2 * B * sizeof(double *));
-    w->za = malloc(B * sizeof(double));
-    w->ta = malloc(B * sizeof(double));
-    w->am = malloc(B * sizeof(int));
-    w->correct = calloc((size_t)P->n_pt * 2, sizeof(int64_t));
-    w->rx = malloc((size_t)REF_BATCH * P->dim * sizeof(float));
-    w->rz = malloc((size_t)REF_BATCH * P->nc * sizeof(float));
-    if (!w->xs || !w->xf || !w->tmp || !w->ys || !w->cur || !w->x2 || !w->xi || !w->z0 ||
-        !w->hb0 || !w->zb || !w->hbn2 || !w->hbni || !w->bk || !w->gi || !w->d2 ||
-        !w->di || !w->h2 || !w->hi || !w->D || !w->T || !w->g0 || !w->hf ||
-        !w->of || !w->gn2 || !w->gni || !w->gpr || !w->gpm || !w->bsig || !w->tv || !w->zold || !w->cv || !w->bp || !w->za ||
-        !w->ta || !w->am || !w->correct || !w->rx || !w->rz) {
-        lane_free(w);
+    size_t bytes = lane_layout(w, P, 0);
+    w->arena = big_alloc(bytes);
+    if (!w->arena) {
+        memset(w, 0, sizeof *w);
         return DWF_ENOMEM;
     }
+    lane_layout(w, P, (uintptr_t)w->arena);
+    memset(w->correct, 0, (size_t)P->n_pt * 2 * sizeof(int64_t));
     return 0;
 }
 
@@ -2144,7 +2178,20 @@ static void ref_run(void *arg, int id)
             continue;
         dwf_smodel m;
         const dwf_smodel *use;
-        w->rc = point_model(t->P->s, t->g, t->P->pt[e].p, &m, &use, &w->err);
+        /* batch-invariant kernels and no entry from a batch of one: the
+         * model's CSR alone gives the reference's logits */
+        int lean = e > 0 && dwf_smodel_batch_invariant();
+        for (int i = t->f0[e]; i < t->f1[e] && lean; i++) {
+            int size, pos;
+            ref_slot(t->P->data[t->all[i].ds], t->all[i].idx, &size, &pos);
+            lean = size > 1;
+        }
+        if (lean) {
+            w->rc = dwf_smodel_rethreshold_csr(t->P->s, t->g->t[t->P->pt[e].p], &m, &w->err);
+            use = w->rc ? NULL : &m;
+        } else {
+            w->rc = point_model(t->P->s, t->g, t->P->pt[e].p, &m, &use, &w->err);
+        }
         if (!w->rc)
             w->rc = ref_eval(w, use, t->all + t->f0[e], t->f1[e] - t->f0[e],
                              w->correct + (size_t)e * 2, &w->err);
