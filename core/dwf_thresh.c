@@ -79,9 +79,11 @@
 #define BLK 128            /* samples per block of the incremental path */
 #define TAIL_SIGMAS 16.0   /* near-tie margin, in rounding standard deviations */
 /* Relative costs per multiply-add and sample of the layer-0 updates, with
- * cblas_sgemm = 1 (measured on the bench machine, bench/bench_thresh.c). */
+ * the dense kernel = 1 (measured on the bench machine, bench/bench_thresh.c). */
+#define PANEL 64        /* features per panel of the wide-input kernel */
 #define COST_CSR 3.0
 #define COST_INC 3.0
+#define COST_PANEL 2.0  /* ... through the panel kernel (dense enough rows) */
 /* Nanoseconds (bench machine, LeNet-300-100 curves) of a recomputation of
  * the later layers per sample, per layer-0 unit and per later multiply-add,
  * and of the row-by-row certification per later row. */
@@ -598,8 +600,13 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
         int64_t nnz = g->nz[(size_t)p * g->n_layers + L->li], removed = 0;
         if (e > 0)
             removed = g->nz[(size_t)P->pt[e - 1].p * g->n_layers + L->li] - nnz;
-        double dense = (double)R * L->cols, csr = COST_CSR * (double)nnz;
-        double inc = e > 0 ? COST_INC * (double)removed : INFINITY;
+        /* a sparse pass costs less per entry where the panel kernel takes
+         * it (l0_csr: about 12 entries per row and panel) */
+        double panel = 12.0 * R * ((L->cols + PANEL - 1) / PANEL);
+        double dense = (double)R * L->cols;
+        double csr = ((double)nnz >= panel ? COST_PANEL : COST_CSR) * (double)nnz;
+        double inc = e > 0 ? ((double)removed >= panel ? COST_PANEL : COST_INC) * (double)removed
+                           : INFINITY;
         pp->mode = inc <= mn(dense, csr) ? L0_INC : csr < dense ? L0_CSR : L0_DENSE;
         /* model 0 from the caller's outputs, where every data set has them */
         if (e == 0 && (P->given[0] || !P->data[0]) && (P->given[1] || !P->data[1]))
@@ -977,7 +984,6 @@ csr_fd_512(const int32_t *restrict ip, const int32_t *restrict ix,
  * stream by, two rows at a time (independent chains); each row's float
  * partial sums wait in acc (rows x 64) between panels. cur (rows) is
  * scratch. */
-#define PANEL 64
 #define FP_ACC(a, w, xr, q)                                                   \
     do {                                                                      \
         if (nq > q)                                                           \
