@@ -319,7 +319,14 @@ static void mat_free(mat *m)
 }
 
 typedef struct lat_pt {   /* a later layer (l >= 1) in one model */
-    mat w;                /* its weights */
+    mat w;                /* its weights (columns renumbered when the layer
+                             before has wc: its j-th kept unit is column j) */
+    mat wc;               /* a hidden layer whose units the next one reads
+                             only in part (both sparse): the rows of those
+                             units (n_out of them, ascending), which alone a
+                             recomputation evaluates; else empty */
+    float *bias_c;        /* ... and their biases (NULL without bias) */
+    int n_out;            /* rows a recomputation evaluates */
     float *wd;            /* dense copy (rows x cols) when dense enough */
     double *n2, *n1;      /* row 2- and 1-norms */
     double *c2, *c1;      /* removed since model 0, per row: sum w^2, sum |w| */
@@ -425,6 +432,8 @@ static void plan_free(plan *P)
         for (int l = 0; pp->lat && l < P->nd - 1; l++) {
             lat_pt *c = &pp->lat[l];
             mat_free(&c->w);
+            mat_free(&c->wc);
+            free(c->bias_c);
             free(c->wd);
             free(c->n2);
             free(c->n1);
@@ -705,6 +714,69 @@ out:
     return rc;
 }
 
+/* Hidden later layers of model pp whose units the next layer reads only in
+ * part (both layers sparse): only those units are evaluated by a
+ * recomputation (wc, bias_c), and the next layer's columns are renumbered
+ * to match. The units left out multiply only zero weights, so norms over
+ * the kept ones bound every product the same way. */
+static int plan_compact(plan *P, pt_plan *pp)
+{
+    for (int l = 1; l < P->nd; l++)
+        pp->lat[l - 1].n_out = P->L[l].rows;
+    for (int l = 1; l < P->nd - 1; l++) {
+        lat_pt *c = &pp->lat[l - 1], *nx = &pp->lat[l];
+        if (c->wd || nx->wd)
+            continue;
+        int R = P->L[l].rows;
+        int32_t *pos = malloc((size_t)R * sizeof *pos);
+        if (!pos)
+            return DWF_ENOMEM;
+        for (int r = 0; r < R; r++)
+            pos[r] = -1;
+        for (int32_t k = 0; k < nx->w.ptr[P->L[l + 1].rows]; k++)
+            pos[nx->w.idx[k]] = 0;
+        int n = 0;
+        int64_t nnz = 0;
+        for (int r = 0; r < R; r++)
+            if (pos[r] == 0) {
+                pos[r] = n++;
+                nnz += c->w.ptr[r + 1] - c->w.ptr[r];
+            }
+        if (n == R) { /* every unit read */
+            free(pos);
+            continue;
+        }
+        mat *m = &c->wc;
+        m->ptr = malloc(((size_t)n + 1) * sizeof *m->ptr);
+        m->idx = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *m->idx);
+        m->val = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *m->val);
+        const float *bias = P->L[l].bias;
+        c->bias_c = bias ? malloc((size_t)(n > 0 ? n : 1) * sizeof *c->bias_c) : NULL;
+        if (!m->ptr || !m->idx || !m->val || (bias && !c->bias_c)) {
+            free(pos);
+            return DWF_ENOMEM;
+        }
+        m->ptr[0] = 0;
+        for (int r = 0, t = 0; r < R; r++) {
+            if (pos[r] < 0)
+                continue;
+            int32_t o = m->ptr[t];
+            for (int32_t k = c->w.ptr[r]; k < c->w.ptr[r + 1]; k++, o++) {
+                m->idx[o] = c->w.idx[k];
+                m->val[o] = c->w.val[k];
+            }
+            if (bias)
+                c->bias_c[t] = bias[r];
+            m->ptr[++t] = o;
+        }
+        for (int32_t k = 0; k < nx->w.ptr[P->L[l + 1].rows]; k++)
+            nx->w.idx[k] = pos[nx->w.idx[k]];
+        c->n_out = n;
+        free(pos);
+    }
+    return 0;
+}
+
 typedef struct plan_job {
     plan *P;
     const grid *g;
@@ -825,6 +897,8 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
                 pp->live[pp->n_live++] = r;
         free(seen);
     }
+    for (int e = 0; e < P->n_pt && !rc; e++)
+        rc = plan_compact(P, &P->pt[e]);
     if (rc)
         goto oom;
     P->max_rows = 1;
@@ -1662,6 +1736,8 @@ static void later_mul(const lane *w, const mlp_layer *L, const lat_pt *c,
             for (int g = 0; g < ng; g++)
                 y[(size_t)r * ng + g] = b0 + (double)tmp[(size_t)r * ng + g];
         }
+    } else if (c->wc.ptr) {
+        csr_fd(fast, c->wc.ptr, c->wc.idx, c->wc.val, c->n_out, x, ng, 1, c->bias_c, y);
     } else {
         csr_fd(fast, c->w.ptr, c->w.idx, c->w.val, L->rows, x, ng, 1, L->bias, y);
     }
@@ -1721,7 +1797,7 @@ static void recompute(lane *w, int e, int ng, int n, int ds, int st)
             w->gpm[g] = w->gpm[g] * c->op + gm * a;
             w->gn2[g] = w->gni[g] = 0.0;
         }
-        act_rows(y, NULL, L->rows, ng, L->relu, hf, w->gn2, w->gni);
+        act_rows(y, NULL, c->n_out, ng, L->relu, hf, w->gn2, w->gni);
         for (int g = 0; g < ng; g++) {
             w->gn2[g] = sqrt(w->gn2[g]);
             w->hbn2[(size_t)l * BLK + w->gi[g]] = w->gn2[g];
