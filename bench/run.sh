@@ -63,10 +63,26 @@ if [ -x "$B/bench/bench_thresh" ] && [ -z "${BENCH_NO_THRESH:-}" ]; then
         [ "$thresh_json" = "[" ] || thresh_json="$thresh_json,"
         thresh_json="$thresh_json$(printf '%s\n' "$t_out" | grep '^{' | tail -n 1)"
     done
-    /usr/bin/python3 - "$thresh_json]" "$out" <<'PY'
-import json, sys
+    # a conv net (LeNet-5: curves evaluate every distinct model from
+    # scratch), as a job computes it: `dwf train` of one epoch, 2 threads
+    echo "== threshold curve cost (LeNet-5 D=3, 1 epoch, 2 threads, dwf train)"
+    l5_out=$("$B/dwf" train bench/lenet5_curve.json -o "$B/bench/lenet5_curve.dwfm" 2>&1 | grep -E '^epoch|^threshold curve')
+    echo "$l5_out"
+    /usr/bin/python3 - "$thresh_json]" "$out" "$l5_out" <<'PY'
+import json, re, sys
 res = json.load(open(sys.argv[2]))
 res["thresh"] = json.loads(sys.argv[1])
+ep = re.search(r"(\d+) samples/s\s+([\d.]+)s", sys.argv[3])
+cu = re.search(r"threshold curve \(([\d.]+)s, ([\d.]+)% of the last epoch", sys.argv[3])
+if ep and cu:
+    train_s = 54000 / float(ep.group(1))
+    res["thresh_lenet5"] = {"curve_seconds": float(cu.group(1)), "train_epoch_seconds": train_s,
+                            "job_epoch_seconds": float(ep.group(2)),
+                            "ratio": float(cu.group(1)) / train_s,
+                            "job_epoch_ratio": float(cu.group(2)) / 100.0}
+    print(" LeNet-5 curve %.2f s: %.2f of a training epoch (%.2f s), %.2f of the job's epoch (%.2f s)"
+          % (float(cu.group(1)), float(cu.group(1)) / train_s, train_s, float(cu.group(2)) / 100.0,
+             float(ep.group(2))))
 json.dump(res, open(sys.argv[2], "w"), indent=1)
 PY
 fi
