@@ -256,6 +256,11 @@ int dwf_trainer_keep_layer0(dwf_trainer *t, int every, dwf_err *err)
     if (i >= a->n_layers || a->layers[i].kind != DWF_LAYER_DENSE)
         return 0;
     const dwf_dataset *sets[2] = {t->val, t->test};
+    double bytes = 0.0;
+    for (int k = 0; k < 2; k++)
+        bytes += sets[k] ? (double)sets[k]->n * a->layers[i].units * sizeof(float) : 0.0;
+    if (bytes > DWF_KEEP_LAYER0_MAX)
+        return 0; /* too big to keep: the curve computes them itself */
     for (int k = 0; k < 2; k++)
         if (sets[k]) {
             t->l0[k] = malloc((size_t)sets[k]->n * a->layers[i].units * sizeof(float));

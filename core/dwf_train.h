@@ -144,8 +144,10 @@ int dwf_trainer_evaluate(dwf_trainer *t, dwf_metrics *m, dwf_err *err);
  * activation; the model dwf_smodel_from_model builds at that eps) on the
  * validation and test sets, so that a threshold curve of the same state
  * can start from them (dwf_thresh_opts.layer0) instead of computing them
- * again. Only for a first layer that is dense (after flatten); otherwise
- * nothing is kept. The trainer owns the buffers; every = 0 frees them. */
+ * again. Only for a first layer that is dense (after flatten) and outputs
+ * of at most DWF_KEEP_LAYER0_MAX bytes; otherwise nothing is kept. The
+ * trainer owns the buffers; every = 0 frees them. */
+#define DWF_KEEP_LAYER0_MAX (256.0 * 1024 * 1024)
 int dwf_trainer_keep_layer0(dwf_trainer *t, int every, dwf_err *err);
 /* The kept outputs (which: 0 validation, 1 test), sample-major (n x units),
  * if the last evaluation kept them and the parameters have not changed

@@ -685,6 +685,90 @@ START_TEST(test_fmnist)
 }
 END_TEST
 
+/* ---- the first layer's outputs kept for threshold curves -------------- */
+
+typedef struct keep_log {
+    dwf_trainer *t;
+    int kept[8][2];
+    int n;
+} keep_log;
+
+static int log_kept(const dwf_metrics *m, void *ud)
+{
+    keep_log *l = ud;
+    (void)m;
+    for (int k = 0; k < 2 && l->n < 8; k++)
+        l->kept[l->n][k] = dwf_trainer_layer0(l->t, k) != NULL;
+    l->n++;
+    return 0;
+}
+
+/* Kept after epochs that are multiples of every and after the last one;
+ * they are bias + W x of the model at eps_prune (checked against a plain
+ * double sum); gone after a restore and with every = 0. */
+START_TEST(test_keep_layer0)
+{
+    dwf_arch a;
+    mlp_arch(&a, 16, 3);
+    dwf_train_opts o = small_opts();
+    o.epochs = 3;
+    o.eps_prune = 1e-2; /* some weights fall below it */
+    dwf_trainer *t = NULL;
+    dwf_err err;
+    ck_assert_int_eq(dwf_trainer_create(&a, &o, &blobs_train, &blobs_test, &blobs_test, &t,
+                                        &err), 0);
+    ck_assert_int_eq(dwf_trainer_keep_layer0(t, 2, &err), 0);
+    ck_assert_ptr_null(dwf_trainer_layer0(t, 1));
+    keep_log l = {t, {{0}}, 0};
+    ck_assert_int_eq(dwf_trainer_run(t, log_kept, NULL, &l, NULL, &err), 0);
+    ck_assert_int_eq(l.n, 3);
+    ck_assert(!l.kept[0][0] && !l.kept[0][1]);
+    ck_assert(l.kept[1][0] && l.kept[1][1] && l.kept[2][0] && l.kept[2][1]);
+    ck_assert(dwf_trainer_metrics(t)->params_nonzero < dwf_trainer_metrics(t)->params);
+    dwf_model *m = dwf_trainer_model(t);
+    int li = 0;
+    while (a.layers[li].kind != DWF_LAYER_DENSE)
+        li++;
+    const dwf_param *w = &m->params[m->weight_idx[li]], *b = &m->params[m->bias_idx[li]];
+    int units = a.layers[li].units, dim = blobs_test.dim;
+    float *x = malloc((size_t)dim * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    for (int k = 0; k < 2; k++) {
+        const float *z = dwf_trainer_layer0(t, k);
+        for (int j = 0; j < blobs_test.n; j++) {
+            dwf_dataset_range(&blobs_test, dwf_trainer_norm(t), j, 1, x, NULL);
+            for (int r = 0; r < units; r++) {
+                float bv = b->w[r];
+                double want = fabsf(bv) >= o.eps_prune ? bv : 0.0, mag = fabs(want);
+                for (int c = 0; c < dim; c++) {
+                    float wv = w->w[(size_t)r * dim + c];
+                    if (fabsf(wv) >= o.eps_prune) {
+                        want += (double)wv * x[c];
+                        mag += fabs((double)wv * x[c]);
+                    }
+                }
+                double got = z[(size_t)j * units + r];
+                ck_assert_msg(fabs(got - want) <= 1e-5 * (1.0 + mag),
+                              "set %d sample %d unit %d: %g, want %g", k, j, r, got, want);
+            }
+        }
+    }
+    free(x);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(dwf_trainer_checkpoint(t, &buf, &len, &err), 0);
+    ck_assert_int_eq(dwf_trainer_restore(t, buf, len, &err), 0);
+    ck_assert_ptr_null(dwf_trainer_layer0(t, 0));
+    dwf_metrics mt;
+    ck_assert_int_eq(dwf_trainer_evaluate(t, &mt, &err), 0);
+    ck_assert_ptr_nonnull(dwf_trainer_layer0(t, 0));
+    ck_assert_int_eq(dwf_trainer_keep_layer0(t, 0, &err), 0);
+    ck_assert_ptr_null(dwf_trainer_layer0(t, 0));
+    free(buf);
+    dwf_trainer_free(t);
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -700,6 +784,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_nan_input);
     tcase_add_test(tc, test_mlp_learns);
     tcase_add_test(tc, test_cnn_learns);
+    tcase_add_test(tc, test_keep_layer0);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("fashion-mnist");
     tcase_set_timeout(tf, 300);
