@@ -377,6 +377,13 @@ try {
   await sfill('base.data.train_subset', '1000');
   await sfill('base.data.test_subset', '300');
   await sfill('base.data.validation', '0.2');
+  // select acts by being there: a checkbox turns it on, defaults included
+  ok(await ps.locator('#sweep-form [data-path="base.select.max_drop"]').isHidden(),
+    'the form leaves `select` off (its fields hidden) until "use select" is ticked');
+  await ps.check('#sweep-form input[data-toggle="select"]');
+  const withSelect = JSON.parse(await ps.locator('#request-preview').textContent());
+  ok(withSelect.base && JSON.stringify(withSelect.base.select) === '{}',
+    'ticking "use select" sends select with its defaults', JSON.stringify(withSelect.base && withSelect.base.select));
   await sfill('base.select.max_drop', '0.05');
   await sfill('base.thresholds.every', '1');
   ok(/up to 3 runs/.test(await ps.locator('#sweep-count').textContent()), 'the form says how many runs the search may take',

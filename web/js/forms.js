@@ -103,8 +103,15 @@ export class SchemaForm {
   }
 
   section(key, p, path) {
-    const node = { path, schema: p, keys: new Map() };
+    const node = { path, schema: p, keys: new Map(), toggle: null };
     this.objects.push(node);
+    // an object that acts by being there (select) and needs no value of
+    // its own: a checkbox turns it on, with its defaults or changed fields
+    const onByPresence = /enabled when present/i.test(p.description || '') &&
+      !(Array.isArray(p.required) && p.required.length);
+    if (onByPresence) {
+      node.toggle = h('input', { id: `f${++uid}`, type: 'checkbox', name: `${this.prefix}${path}?`, dataset: { toggle: path } });
+    }
     const grid = h('div', { class: 'field-grid' });
     const nested = [];
     for (const [k, c] of Object.entries(p.properties)) {
@@ -116,7 +123,15 @@ export class SchemaForm {
     return h('fieldset', { class: 'section', dataset: { section: path } },
       h('legend', { title: p.description || '' }, key),
       p.description ? h('p', { class: 'section-help' }, firstSentence(p.description, 160)) : '',
+      node.toggle ? h('label', { for: node.toggle.id, class: 'check section-toggle' }, node.toggle,
+        h('span', null, `use ${key}`)) : '',
       grid, nested);
+  }
+
+  // the toggle of f's object or of one around it is off
+  switchedOff(f) {
+    return this.objects.some((o) => o.toggle && !o.toggle.checked &&
+      (f.path === o.path || f.path.startsWith(o.path + '.')));
   }
 
   field(node, key, p, path) {
@@ -210,7 +225,7 @@ export class SchemaForm {
   }
 
   applyVisibility() {
-    for (const f of this.fields) f.hidden = false;
+    for (const f of this.fields) f.hidden = this.switchedOff(f);
     for (const node of this.objects) {
       const rules = node.schema.allOf || [];
       if (!rules.length) continue;
@@ -247,11 +262,22 @@ export class SchemaForm {
       for (const p of parts.slice(0, -1)) o = o[p] || (o[p] = {});
       o[parts[parts.length - 1]] = r.value;
     }
+    for (const node of this.objects) {
+      if (!node.toggle || !node.toggle.checked) continue;
+      let o = spec;
+      for (const p of node.path.split('.')) o = o[p] || (o[p] = {});
+    }
     return { spec, errors };
   }
 
   // Fills the inputs from a spec object (clone of a job).
   setValues(spec) {
+    for (const node of this.objects) {
+      if (!node.toggle) continue;
+      let v = spec;
+      for (const p of node.path.split('.')) v = v && typeof v === 'object' ? v[p] : undefined;
+      node.toggle.checked = v !== undefined;
+    }
     for (const f of this.fields) {
       let v = spec;
       for (const p of f.path.split('.')) v = v && typeof v === 'object' ? v[p] : undefined;
