@@ -2318,7 +2318,7 @@ int dwf_store_search_get(dwf_store *s, int64_t sweep_id, json_t **search,
         int r = sqlite3_step(st);
         if (r == SQLITE_ROW) {
             if (sqlite3_column_type(st, 0) == SQLITE_NULL) {
-                rc = dwf_errorf(err, DWF_EINVAL, "sweep %lld is not a search",
+                rc = dwf_errorf(err, DWF_STORE_NOT_SEARCH, "sweep %lld is not a search",
                                 (long long)sweep_id);
             } else {
                 so = col_json(st, 0);

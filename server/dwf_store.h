@@ -62,6 +62,7 @@
 enum {
     DWF_STORE_NOTFOUND = -20, /* no such row: job, sweep, checkpoint, model */
     DWF_STORE_CONFLICT = -21, /* the job's state forbids the operation */
+    DWF_STORE_NOT_SEARCH = -22, /* the sweep is a grid, not a lambda search */
 };
 
 /* Job states, as stored and as rendered ("queued", ...). */
@@ -372,7 +373,8 @@ typedef struct dwf_store_search_run {
 /* A search sweep's stored options (*search, new reference), base spec
  * (*base, new reference), search state (state[16]) and children in id
  * order (*runs malloc'd, caller frees; *n). NOTFOUND when the sweep does
- * not exist; DWF_EINVAL when it is a grid sweep. base may be NULL. */
+ * not exist; DWF_STORE_NOT_SEARCH when it is a grid sweep. base may be
+ * NULL. */
 int dwf_store_search_get(dwf_store *s, int64_t sweep_id, json_t **search,
                          json_t **base, char state[16],
                          dwf_store_search_run **runs, int *n, dwf_err *err);

@@ -227,7 +227,7 @@ int dwf_sweep_on_job_end(dwf_store *st, int64_t job_id, const char *const *roots
     if (sid <= 0)
         return 0;
     rc = dwf_sweep_search_advance(st, sid, roots, n_roots, err);
-    return rc == DWF_EINVAL ? 0 : rc; /* a grid sweep */
+    return rc == DWF_STORE_NOT_SEARCH ? 0 : rc; /* a grid sweep: nothing to do */
 }
 
 int dwf_sweep_search_resume(dwf_store *st, const char *const *roots, int n_roots,

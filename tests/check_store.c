@@ -1083,7 +1083,8 @@ START_TEST(t_search)
     int64_t gid;
     json_t *grid = json_object();
     ck_assert_int_eq(dwf_store_sweep_create(s, "g", base, grid, &j, 1, &gid, NULL, &e), 0);
-    ck_assert_int_eq(dwf_store_search_get(s, gid, &so, NULL, st, &runs, &n, &e), DWF_EINVAL);
+    ck_assert_int_eq(dwf_store_search_get(s, gid, &so, NULL, st, &runs, &n, &e),
+                     DWF_STORE_NOT_SEARCH);
     ck_assert_int_eq(dwf_store_search_get(s, gid + 100, &so, NULL, st, &runs, &n, &e),
                      DWF_STORE_NOTFOUND);
     json_decref(grid);
