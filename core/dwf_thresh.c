@@ -19,8 +19,9 @@
  *    between consecutive models, either updated by the removed weights
  *    only (z0[i, :] -= w_ij x[j, :]) or rebuilt (dense or CSR), whichever
  *    a cost model (plan_layer0) finds cheaper. The products of a row are
- *    summed in float (AVX-512 kernels where the CPU has them, else portable
- *    C or cblas_sgemm); that rounding is accounted for below.
+ *    summed in float (the kernels of core/dwf_tkern.c: AVX-512 where the
+ *    CPU has it, else portable C or cblas_sgemm); that rounding is
+ *    accounted for below.
  *  - Later layers are recomputed (in float, from the float-rounded layer-0
  *    output) only for the samples a rigorous bound cannot certify: each
  *    sample keeps its logits from its last recomputation (its base); the
@@ -62,7 +63,6 @@
  */
 #include "dwf_thresh.h"
 
-#include <cblas.h>
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -71,6 +71,7 @@
 #include <time.h>
 
 #include "dwf_simd.h"
+#include "dwf_tkern.h"
 #include "dwf_workers.h"
 
 /* The batch dwf_smodel_evaluate() runs (EVAL_BATCH in dwf_sparse.c): a
@@ -80,7 +81,6 @@
 #define TAIL_SIGMAS 16.0   /* near-tie margin, in rounding standard deviations */
 /* Relative costs per multiply-add and sample of the layer-0 updates, with
  * the dense kernel = 1 (measured on the bench machine, bench/bench_thresh.c). */
-#define PANEL 64        /* features per panel of the wide-input kernel */
 #define COST_CSR 3.0
 #define COST_INC 3.0
 #define COST_PANEL 2.0  /* ... through the panel kernel (dense enough rows) */
@@ -611,7 +611,8 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
             removed = g->nz[(size_t)P->pt[e - 1].p * g->n_layers + L->li] - nnz;
         /* a sparse pass costs less per entry where the panel kernel takes
          * it (l0_csr: about 12 entries per row and panel) */
-        double panel = 12.0 * R * ((L->cols + PANEL - 1) / PANEL);
+        double panel = (double)DWF_TK_PANEL_MIN * R *
+                       ((L->cols + DWF_TK_PANEL - 1) / DWF_TK_PANEL);
         double dense = (double)R * L->cols;
         double csr = ((double)nnz >= panel ? COST_PANEL : COST_CSR) * (double)nnz;
         double inc = e > 0 ? ((double)removed >= panel ? COST_PANEL : COST_INC) * (double)removed
@@ -926,481 +927,6 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
     return 0;
 oom:
     return dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
-}
-
-/* ---- kernels ------------------------------------------------------------- */
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define THR_X86 1
-#include <immintrin.h>
-#endif
-
-/* z (rows x n, double) = bias + m x (set) or -= m x, x (cols x n) float
- * feature-major; the products of a row are summed in float (its rounding
- * is counted in sigma0), then added to z in double. Rows without entries
- * are skipped when subtracting. */
-static void csr_fd_c(const int32_t *restrict ip, const int32_t *restrict ix,
-                     const float *restrict v, int rows, const float *restrict x,
-                     int n, int set, const float *restrict bias,
-                     double *restrict z)
-{
-    for (int r = 0; r < rows; r++) {
-        double *restrict zr = z + (size_t)r * n;
-        if (set) {
-            const double b0 = bias ? (double)bias[r] : 0.0;
-            for (int j = 0; j < n; j++)
-                zr[j] = b0;
-        }
-        const double sg = set ? 1.0 : -1.0;
-        for (int32_t k = ip[r]; k < ip[r + 1]; k++) {
-            const float *restrict xk = x + (size_t)ix[k] * n;
-            const double w = sg * v[k]; /* w x is exact in double */
-            for (int j = 0; j < n; j++)
-                zr[j] += w * (double)xk[j];
-        }
-    }
-}
-
-#ifdef THR_X86
-/* One row of csr_fd_c with AVX-512: up to 128 columns from j0 (nq <= 8
- * vectors of 16, the last masked by ml) in named float registers while
- * the row's entries stream by. Inlined with a constant nq. */
-#define FC_ACC(q)                                                             \
-    do {                                                                      \
-        if (nq > q)                                                           \
-            a##q = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(nq == q + 1 ? ml : 0xffff, xr + 16 * q), a##q); \
-    } while (0)
-#define FC_PUT(q)                                                             \
-    do {                                                                      \
-        if (nq > q)                                                           \
-            fc_put(zr + 16 * q, b0, set, a##q, nq == q + 1 ? ml : 0xffff);    \
-    } while (0)
-
-/* z[0..16) (masked) = b0 + a, or -= a, in double. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-fc_put(double *z, double b0, int set, __m512 a, __mmask16 m)
-{
-    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
-    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
-    __mmask8 ml = (__mmask8)(m & 0xff), mh = (__mmask8)(m >> 8);
-    if (set) {
-        const __m512d b = _mm512_set1_pd(b0);
-        _mm512_mask_storeu_pd(z, ml, _mm512_add_pd(b, lo));
-        _mm512_mask_storeu_pd(z + 8, mh, _mm512_add_pd(b, hi));
-    } else {
-        _mm512_mask_storeu_pd(z, ml, _mm512_sub_pd(_mm512_maskz_loadu_pd(ml, z), lo));
-        _mm512_mask_storeu_pd(z + 8, mh, _mm512_sub_pd(_mm512_maskz_loadu_pd(mh, z + 8), hi));
-    }
-}
-
-__attribute__((target("avx512f"), always_inline)) static inline void
-fc_rows(const int32_t *restrict ip, const int32_t *restrict ix, const float *restrict v,
-        int rows, const float *restrict x, int n, int j0, const int nq, __mmask16 ml,
-        int set, const float *restrict bias, double *restrict z)
-{
-    for (int r = 0; r < rows; r++) {
-        if (!set && ip[r] == ip[r + 1])
-            continue;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-               a6 = a0, a7 = a0;
-        for (int32_t k = ip[r]; k < ip[r + 1]; k++) {
-            const __m512 w_ = _mm512_set1_ps(v[k]);
-            const float *xr = x + (size_t)ix[k] * n + j0;
-            FC_ACC(0);
-            FC_ACC(1);
-            FC_ACC(2);
-            FC_ACC(3);
-            FC_ACC(4);
-            FC_ACC(5);
-            FC_ACC(6);
-            FC_ACC(7);
-        }
-        double *zr = z + (size_t)r * n + j0;
-        double b0 = bias && set ? (double)bias[r] : 0.0;
-        FC_PUT(0);
-        FC_PUT(1);
-        FC_PUT(2);
-        FC_PUT(3);
-        FC_PUT(4);
-        FC_PUT(5);
-        FC_PUT(6);
-        FC_PUT(7);
-    }
-}
-#undef FC_ACC
-#undef FC_PUT
-
-__attribute__((target("avx512f"))) static void
-csr_fd_512(const int32_t *restrict ip, const int32_t *restrict ix,
-           const float *restrict v, int rows, const float *restrict x, int n,
-           int set, const float *restrict bias, double *restrict z)
-{
-    for (int j0 = 0; j0 < n; j0 += 128) {
-        int m = n - j0 < 128 ? n - j0 : 128, nq = (m + 15) / 16;
-        __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
-        switch (nq) {
-        case 1: fc_rows(ip, ix, v, rows, x, n, j0, 1, ml, set, bias, z); break;
-        case 2: fc_rows(ip, ix, v, rows, x, n, j0, 2, ml, set, bias, z); break;
-        case 3: fc_rows(ip, ix, v, rows, x, n, j0, 3, ml, set, bias, z); break;
-        case 4: fc_rows(ip, ix, v, rows, x, n, j0, 4, ml, set, bias, z); break;
-        case 5: fc_rows(ip, ix, v, rows, x, n, j0, 5, ml, set, bias, z); break;
-        case 6: fc_rows(ip, ix, v, rows, x, n, j0, 6, ml, set, bias, z); break;
-        case 7: fc_rows(ip, ix, v, rows, x, n, j0, 7, ml, set, bias, z); break;
-        default: fc_rows(ip, ix, v, rows, x, n, j0, 8, ml, set, bias, z); break;
-        }
-    }
-}
-
-/* csr_fd_512 for a wide x (cols x n larger than L2 bandwidth can feed the
- * row-by-row kernel): the same sums in the same order per row, but the
- * columns go in panels of PANEL features by 64 sample columns, so that the
- * x rows a panel reads stay in L1 while the rows' entries in that panel
- * stream by, two rows at a time (independent chains); each row's float
- * partial sums wait in acc (rows x 64) between panels. cur (rows) is
- * scratch. */
-#define FP_ACC(a, w, xr, q)                                                   \
-    do {                                                                      \
-        if (nq > q)                                                           \
-            a##q = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(nq == q + 1 ? ml : 0xffff, (xr) + 16 * q), a##q); \
-    } while (0)
-#define FP_ENTRY(a, k)                                                        \
-    do {                                                                      \
-        const __m512 w_ = _mm512_set1_ps(v[k]);                               \
-        const float *xr_ = x + (size_t)ix[k] * n + j0;                        \
-        FP_ACC(a, w_, xr_, 0);                                                \
-        FP_ACC(a, w_, xr_, 1);                                                \
-        FP_ACC(a, w_, xr_, 2);                                                \
-        FP_ACC(a, w_, xr_, 3);                                                \
-    } while (0)
-
-__attribute__((target("avx512f"), always_inline)) static inline void
-fp_half(const int32_t *restrict ip, const int32_t *restrict ix, const float *restrict v,
-        int rows, int cols, const float *restrict x, int n, int j0, const int nq,
-        __mmask16 ml, int set, const float *restrict bias, double *restrict z,
-        float *restrict acc, int32_t *restrict cur)
-{
-    for (int r = 0; r < rows; r++)
-        cur[r] = ip[r];
-    memset(acc, 0, (size_t)rows * 64 * sizeof(float));
-    for (int p1 = PANEL; p1 - PANEL < cols; p1 += PANEL) {
-        for (int r = 0; r < rows; r += 2) {
-            int r2 = r + 1 < rows ? r + 1 : r;
-            int32_t k = cur[r], e = ip[r + 1], k2 = cur[r2], e2 = r2 != r ? ip[r2 + 1] : k2;
-            if (!(k < e && ix[k] < p1) && !(k2 < e2 && ix[k2] < p1))
-                continue;
-            float *ar = acc + (size_t)r * 64, *br = acc + (size_t)r2 * 64;
-            __m512 a0 = _mm512_loadu_ps(ar), a1 = _mm512_loadu_ps(ar + 16),
-                   a2 = _mm512_loadu_ps(ar + 32), a3 = _mm512_loadu_ps(ar + 48);
-            __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16),
-                   b2 = _mm512_loadu_ps(br + 32), b3 = _mm512_loadu_ps(br + 48);
-            for (; k < e && ix[k] < p1 && k2 < e2 && ix[k2] < p1; k++, k2++) {
-                FP_ENTRY(a, k);
-                FP_ENTRY(b, k2);
-            }
-            for (; k < e && ix[k] < p1; k++)
-                FP_ENTRY(a, k);
-            for (; k2 < e2 && ix[k2] < p1; k2++)
-                FP_ENTRY(b, k2);
-            _mm512_storeu_ps(ar, a0);
-            _mm512_storeu_ps(ar + 16, a1);
-            _mm512_storeu_ps(ar + 32, a2);
-            _mm512_storeu_ps(ar + 48, a3);
-            cur[r] = k;
-            if (r2 != r) {
-                _mm512_storeu_ps(br, b0);
-                _mm512_storeu_ps(br + 16, b1);
-                _mm512_storeu_ps(br + 32, b2);
-                _mm512_storeu_ps(br + 48, b3);
-                cur[r2] = k2;
-            }
-        }
-    }
-    for (int r = 0; r < rows; r++) {
-        if (!set && ip[r] == ip[r + 1])
-            continue;
-        double *zr = z + (size_t)r * n + j0;
-        const float *ar = acc + (size_t)r * 64;
-        double b0 = bias && set ? (double)bias[r] : 0.0;
-        for (int q = 0; q < nq; q++)
-            fc_put(zr + 16 * q, b0, set, _mm512_loadu_ps(ar + 16 * q),
-                   nq == q + 1 ? ml : 0xffff);
-    }
-}
-#undef FP_ACC
-#undef FP_ENTRY
-
-__attribute__((target("avx512f"))) static void
-csr_fd_panel_512(const int32_t *restrict ip, const int32_t *restrict ix,
-                 const float *restrict v, int rows, int cols, const float *restrict x,
-                 int n, int set, const float *restrict bias, double *restrict z,
-                 float *restrict acc, int32_t *restrict cur)
-{
-    for (int j0 = 0; j0 < n; j0 += 64) {
-        int m = n - j0 < 64 ? n - j0 : 64, nq = (m + 15) / 16;
-        __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
-        switch (nq) {
-        case 1: fp_half(ip, ix, v, rows, cols, x, n, j0, 1, ml, set, bias, z, acc, cur); break;
-        case 2: fp_half(ip, ix, v, rows, cols, x, n, j0, 2, ml, set, bias, z, acc, cur); break;
-        case 3: fp_half(ip, ix, v, rows, cols, x, n, j0, 3, ml, set, bias, z, acc, cur); break;
-        default: fp_half(ip, ix, v, rows, cols, x, n, j0, 4, ml, set, bias, z, acc, cur); break;
-        }
-    }
-}
-
-/* A tile of z: up to 4 rows from r0 by nq <= 4 vectors of 16 columns from
- * j0 (the last one masked by ml) = bias + W x, the products summed in
- * float in named registers (arrays of vectors end up on the stack), then
- * added to the bias in double. Inlined with a constant nq. */
-#define FD_ROW(i, wk)                                                         \
-    do {                                                                      \
-        __m512 b_ = _mm512_set1_ps(wk);                                       \
-        a##i##0 = _mm512_fmadd_ps(b_, x0, a##i##0);                           \
-        if (nq > 1)                                                           \
-            a##i##1 = _mm512_fmadd_ps(b_, x1, a##i##1);                       \
-        if (nq > 2)                                                           \
-            a##i##2 = _mm512_fmadd_ps(b_, x2, a##i##2);                       \
-        if (nq > 3)                                                           \
-            a##i##3 = _mm512_fmadd_ps(b_, x3, a##i##3);                       \
-    } while (0)
-#define FD_STORE(i)                                                           \
-    do {                                                                      \
-        if (i < nr) {                                                         \
-            double *zr = z + (size_t)(r0 + i) * n + j0;                       \
-            double b0 = bias ? (double)bias[r0 + i] : 0.0;                    \
-            fd_put(zr, b0, a##i##0, nq == 1 ? ml : 0xffff);                   \
-            if (nq > 1)                                                       \
-                fd_put(zr + 16, b0, a##i##1, nq == 2 ? ml : 0xffff);          \
-            if (nq > 2)                                                       \
-                fd_put(zr + 32, b0, a##i##2, nq == 3 ? ml : 0xffff);          \
-            if (nq > 3)                                                       \
-                fd_put(zr + 48, b0, a##i##3, ml);                             \
-        }                                                                     \
-    } while (0)
-
-/* z[0..16) (masked) = b0 + the 16 floats of a, in double. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-fd_put(double *z, double b0, __m512 a, __mmask16 m)
-{
-    const __m512d b = _mm512_set1_pd(b0);
-    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
-    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
-    _mm512_mask_storeu_pd(z, (__mmask8)(m & 0xff), _mm512_add_pd(b, lo));
-    _mm512_mask_storeu_pd(z + 8, (__mmask8)(m >> 8), _mm512_add_pd(b, hi));
-}
-
-__attribute__((target("avx512f"), always_inline)) static inline void
-fd_tile(const float *restrict W, int cols, int r0, int nr, const float *restrict x,
-        int n, int j0, const int nq, __mmask16 ml, const float *restrict bias,
-        double *restrict z)
-{
-    const float *w0 = W + (size_t)r0 * cols;
-    const float *w1 = nr > 1 ? w0 + cols : w0, *w2 = nr > 2 ? w0 + 2 * (size_t)cols : w0,
-                *w3 = nr > 3 ? w0 + 3 * (size_t)cols : w0;
-    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-    __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-    __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-    __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-    const __mmask16 m0 = nq == 1 ? ml : 0xffff, m1 = nq == 2 ? ml : 0xffff,
-                    m2 = nq == 3 ? ml : 0xffff, m3 = ml;
-    for (int k = 0; k < cols; k++) {
-        const float *xr = x + (size_t)k * n + j0;
-        __m512 x0 = _mm512_maskz_loadu_ps(m0, xr), x1 = x0, x2 = x0, x3 = x0;
-        if (nq > 1)
-            x1 = _mm512_maskz_loadu_ps(m1, xr + 16);
-        if (nq > 2)
-            x2 = _mm512_maskz_loadu_ps(m2, xr + 32);
-        if (nq > 3)
-            x3 = _mm512_maskz_loadu_ps(m3, xr + 48);
-        FD_ROW(0, w0[k]);
-        FD_ROW(1, w1[k]);
-        FD_ROW(2, w2[k]);
-        FD_ROW(3, w3[k]);
-    }
-    FD_STORE(0);
-    FD_STORE(1);
-    FD_STORE(2);
-    FD_STORE(3);
-}
-#undef FD_ROW
-#undef FD_STORE
-
-/* z (rows x n, double) = bias + W x for a dense W (rows x cols, float), x
- * (cols x n) float feature-major: tiles of 4 rows by up to 64 columns. */
-__attribute__((target("avx512f"))) static void
-dense_fd_512(const float *restrict W, int rows, int cols, const float *restrict x,
-             int n, const float *restrict bias, double *restrict z)
-{
-    for (int j0 = 0; j0 < n; j0 += 64) {
-        int m = n - j0 < 64 ? n - j0 : 64, nq = (m + 15) / 16;
-        __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
-        for (int r0 = 0; r0 < rows; r0 += 4) {
-            int nr = rows - r0 < 4 ? rows - r0 : 4;
-            switch (nq) {
-            case 1:
-                fd_tile(W, cols, r0, nr, x, n, j0, 1, ml, bias, z);
-                break;
-            case 2:
-                fd_tile(W, cols, r0, nr, x, n, j0, 2, ml, bias, z);
-                break;
-            case 3:
-                fd_tile(W, cols, r0, nr, x, n, j0, 3, ml, bias, z);
-                break;
-            default:
-                fd_tile(W, cols, r0, nr, x, n, j0, 4, ml, bias, z);
-                break;
-            }
-        }
-    }
-}
-
-#endif
-
-static int use_avx512(void)
-{
-#ifdef THR_X86
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
-
-static void csr_fd(int fast, const int32_t *ip, const int32_t *ix, const float *v,
-                   int rows, const float *x, int n, int set, const float *bias,
-                   double *z)
-{
-#ifdef THR_X86
-    if (fast) {
-        csr_fd_512(ip, ix, v, rows, x, n, set, bias, z);
-        return;
-    }
-#endif
-    (void)fast;
-    csr_fd_c(ip, ix, v, rows, x, n, set, bias, z);
-}
-
-/* z (rows x n, double) = the caller's layer-0 outputs g (n x rows, float)
- * of n samples. */
-static void given_fd(const float *restrict g, int rows, int n, double *restrict z)
-{
-    for (int j = 0; j < n; j++)
-        for (int r = 0; r < rows; r++)
-            z[(size_t)r * n + j] = g[(size_t)j * rows + r];
-}
-
-/* Layer-0 activation: relu keeps NaN (so that it is never certified). */
-static inline double act0(double v, int relu)
-{
-    return relu && v <= 0.0 ? 0.0 : v;
-}
-
-/* Per sample of a block (columns of z, hb: rows x n): the layer-0 output
- * v = act(z); its change since the base, |v - hb| (2-norm into d2, inf-norm
- * into di) and its own norms (h2, hi). With rebase, hb = v instead (and
- * d2 = di = 0). */
-static void h0_pass_c(const double *restrict z, double *restrict hb,
-                      const int32_t *rl, int rows, int n, int relu, int rebase,
-                      double *restrict d2, double *restrict di,
-                      double *restrict h2, double *restrict hi, float *restrict f)
-{
-    for (int j = 0; j < n; j++)
-        d2[j] = di[j] = h2[j] = hi[j] = 0.0;
-    for (int t = 0; t < rows; t++) {
-        int r = rl[t];
-        const double *restrict zr = z + (size_t)r * n;
-        double *restrict br = hb + (size_t)r * n;
-        for (int j = 0; j < n; j++) {
-            double v = relu && zr[j] <= 0.0 ? 0.0 : zr[j];
-            double av = fabs(v);
-            if (rebase) {
-                br[j] = v;
-                if (f)
-                    f[(size_t)r * n + j] = (float)v;
-            } else {
-                double dv = fabs(v - br[j]);
-                d2[j] += dv * dv;
-                di[j] = dv > di[j] ? dv : di[j];
-            }
-            h2[j] += v * v;
-            hi[j] = av > hi[j] ? av : hi[j];
-        }
-    }
-    for (int j = 0; j < n; j++) {
-        d2[j] = sqrt(d2[j]);
-        h2[j] = sqrt(h2[j]);
-    }
-}
-
-#ifdef THR_X86
-__attribute__((target("avx512f"))) static void
-h0_pass_512(const double *restrict z, double *restrict hb, const int32_t *rl,
-            int rows, int n, int relu, int rebase, double *restrict d2,
-            double *restrict di, double *restrict h2, double *restrict hi,
-            float *restrict f)
-{
-    const __m512d zero = _mm512_setzero_pd();
-    const __m512i absm = _mm512_set1_epi64(0x7fffffffffffffffLL);
-    for (int j0 = 0; j0 < n; j0 += 8) {
-        __mmask8 m = (__mmask8)(n - j0 >= 8 ? 0xff : (1u << (n - j0)) - 1);
-        const __m256i fm = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - j0),
-                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        __m512d a2 = zero, ai = zero, b2 = zero, bi = zero;
-        for (int t = 0; t < rows; t++) {
-            size_t r = (size_t)rl[t];
-            __m512d v = _mm512_maskz_loadu_pd(m, z + r * n + j0);
-            if (relu) /* v <= 0 -> 0; NaN stays */
-                v = _mm512_mask_mov_pd(v, _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ), zero);
-            __m512d av = _mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(v), absm));
-            double *pb = hb + r * n + j0;
-            if (rebase) {
-                _mm512_mask_storeu_pd(pb, m, v);
-                if (f)
-                    _mm256_maskstore_ps(f + r * n + j0, fm, _mm512_cvtpd_ps(v));
-            } else {
-                __m512d dv = _mm512_sub_pd(v, _mm512_maskz_loadu_pd(m, pb));
-                dv = _mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(dv), absm));
-                a2 = _mm512_fmadd_pd(dv, dv, a2);
-                ai = _mm512_max_pd(ai, dv);
-            }
-            b2 = _mm512_fmadd_pd(v, v, b2);
-            bi = _mm512_max_pd(bi, av);
-        }
-        _mm512_mask_storeu_pd(d2 + j0, m, _mm512_sqrt_pd(a2));
-        _mm512_mask_storeu_pd(di + j0, m, ai);
-        _mm512_mask_storeu_pd(h2 + j0, m, _mm512_sqrt_pd(b2));
-        _mm512_mask_storeu_pd(hi + j0, m, bi);
-    }
-}
-#endif
-
-/* Over the units rl[0..rows) (the live ones: dead units cannot change
- * anything any more). With rebase, f (may be NULL) also gets the
- * activations in float (rows x n, row r at f + r n). */
-static void h0_pass(int fast, const double *z, double *hb, const int32_t *rl,
-                    int rows, int n, int relu, int rebase, double *d2, double *di,
-                    double *h2, double *hi, float *f)
-{
-#ifdef THR_X86
-    if (fast) {
-        h0_pass_512(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi, f);
-        return;
-    }
-#endif
-    (void)fast;
-    h0_pass_c(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi, f);
-}
-
-static void transpose_f(const float *restrict src, int r, int c, float *restrict dst)
-{
-    const int T = 32;
-    for (int i0 = 0; i0 < r; i0 += T) {
-        int i1 = i0 + T < r ? i0 + T : r;
-        for (int j0 = 0; j0 < c; j0 += T) {
-            int j1 = j0 + T < c ? j0 + T : c;
-            for (int i = i0; i < i1; i++)
-                for (int j = j0; j < j1; j++)
-                    dst[(size_t)j * r + i] = src[(size_t)i * c + j];
-        }
-    }
 }
 
 /* ---- one lane: blocks through every model --------------------------------- */
@@ -1724,23 +1250,12 @@ static void later_mul(const lane *w, const mlp_layer *L, const lat_pt *c,
                       const float *x, int ng, double *y, float *tmp)
 {
     int fast = w->P->fast;
-    if (c->wd && fast) {
-#ifdef THR_X86
-        dense_fd_512(c->wd, L->rows, L->cols, x, ng, L->bias, y);
-#endif
-    } else if (c->wd) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L->rows, ng, L->cols, 1.0f,
-                    c->wd, L->cols, x, ng, 0.0f, tmp, ng);
-        for (int r = 0; r < L->rows; r++) {
-            double b0 = L->bias ? (double)L->bias[r] : 0.0;
-            for (int g = 0; g < ng; g++)
-                y[(size_t)r * ng + g] = b0 + (double)tmp[(size_t)r * ng + g];
-        }
-    } else if (c->wc.ptr) {
-        csr_fd(fast, c->wc.ptr, c->wc.idx, c->wc.val, c->n_out, x, ng, 1, c->bias_c, y);
-    } else {
-        csr_fd(fast, c->w.ptr, c->w.idx, c->w.val, L->rows, x, ng, 1, L->bias, y);
-    }
+    if (c->wd)
+        dwf_tk_dense(fast, c->wd, L->rows, L->cols, x, ng, L->bias, y, tmp);
+    else if (c->wc.ptr)
+        dwf_tk_csr(fast, c->wc.ptr, c->wc.idx, c->wc.val, c->n_out, x, ng, 1, c->bias_c, y);
+    else
+        dwf_tk_csr(fast, c->w.ptr, c->w.idx, c->w.val, L->rows, x, ng, 1, L->bias, y);
 }
 
 /* Later layers of the gathered samples gi[0..ng) at model e, in float
@@ -1760,7 +1275,7 @@ static void recompute(lane *w, int e, int ng, int n, int ds, int st)
         w->gpr[g] = sigma0(P, pp, w->x2[w->gi[g]], w->xi[w->gi[g]]);
     }
     if (ng == n) { /* everyone (gi[g] = g): rebase in one pass */
-        h0_pass(P->fast, w->z0, w->hb0, pp->live, pp->n_live, n, relu, 1, w->d2, w->di,
+        dwf_tk_h0_pass(P->fast, w->z0, w->hb0, pp->live, pp->n_live, n, relu, 1, w->d2, w->di,
                 w->h2, w->hi, hf);
         for (int g = 0; g < n; g++) {
             w->gn2[g] = w->h2[g] * w->h2[g]; /* squared, as below */
@@ -1891,7 +1406,7 @@ static void grow_delta(lane *w, const pt_plan *pp, int n)
     for (int t = 0; t < pp->n_touch; t++) {
         const double *zn = w->z0 + (size_t)pp->touch[t] * n, *zo = w->zold + (size_t)t * n;
         for (int j = 0; j < n; j++) {
-            double dv = fabs(act0(zn[j], relu) - act0(zo[j], relu));
+            double dv = fabs(dwf_tk_act(zn[j], relu) - dwf_tk_act(zo[j], relu));
             s2[j] += dv * dv;
             sm[j] = dv > sm[j] ? dv : sm[j];
         }
@@ -2026,27 +1541,12 @@ static int certify_block(lane *w, const pt_plan *pp, int e, int n, int ds, int f
     return ng;
 }
 
-/* csr_fd of a layer-0 matrix m (set: z = bias + m x, else z -= m x): the
- * panel kernel when x is wide and m has entries enough per row and panel
- * (12: density ~0.2) to pay for keeping its partial sums in memory (the
- * same sums either way). */
+/* z0 (set: = bias + m x, else -= m x) of a layer-0 matrix m over the block. */
 static void l0_csr(const lane *w, const mat *m, int set, double *z, int n)
 {
     const mlp_layer *L = &w->P->L[0];
-    int R = L->rows, C = L->cols;
-#ifdef THR_X86
-    if (w->P->fast && C >= 4 * PANEL) {
-        int64_t rows = 0;
-        for (int r = 0; r < R; r++)
-            rows += m->ptr[r + 1] > m->ptr[r];
-        if ((int64_t)m->ptr[R] >= 12 * rows * ((C + PANEL - 1) / PANEL)) {
-            csr_fd_panel_512(m->ptr, m->idx, m->val, R, C, w->xf, n, set,
-                             set ? L->bias : NULL, z, w->tmp, w->cur);
-            return;
-        }
-    }
-#endif
-    csr_fd(w->P->fast, m->ptr, m->idx, m->val, R, w->xf, n, set, set ? L->bias : NULL, z);
+    dwf_tk_csr_wide(w->P->fast, m->ptr, m->idx, m->val, L->rows, L->cols, w->xf, n, set,
+                    set ? L->bias : NULL, z, w->tmp, w->cur);
 }
 
 static void run_block(lane *w, int ds, int st, int n, int n_use)
@@ -2055,7 +1555,7 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
     const mlp_layer *L0 = &P->L[0];
     int R0 = L0->rows, C0 = L0->cols;
     dwf_dataset_range(P->data[ds], &P->s->norm, st, n, w->xs, w->ys);
-    transpose_f(w->xs, n, C0, w->xf);
+    dwf_tk_transpose(w->xs, n, C0, w->xf);
     for (int s = 0; s < n; s++) {
         double a2 = 0.0, ai = 0.0;
         const float *x = w->xs + (size_t)s * C0;
@@ -2073,22 +1573,10 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
         int touched = 0;
         switch (e == 0 && P->given[ds] ? L0_GIVEN : pp->mode) {
         case L0_GIVEN:
-            given_fd(P->given[ds] + (size_t)st * R0, R0, n, w->z0);
+            dwf_tk_given(P->given[ds] + (size_t)st * R0, R0, n, w->z0);
             break;
         case L0_DENSE:
-#ifdef THR_X86
-            if (P->fast) {
-                dense_fd_512(pp->wd, R0, C0, w->xf, n, L0->bias, w->z0);
-                break;
-            }
-#endif
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R0, n, C0, 1.0f,
-                        pp->wd, C0, w->xf, n, 0.0f, w->tmp, n);
-            for (int r = 0; r < R0; r++) {
-                double b0 = L0->bias ? (double)L0->bias[r] : 0.0;
-                for (int j = 0; j < n; j++)
-                    w->z0[(size_t)r * n + j] = b0 + (double)w->tmp[(size_t)r * n + j];
-            }
+            dwf_tk_dense(P->fast, pp->wd, R0, C0, w->xf, n, L0->bias, w->z0, w->tmp);
             break;
         case L0_CSR:
             l0_csr(w, &pp->full, 1, w->z0, n);
@@ -2122,7 +1610,7 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
             /* layer 0 unchanged, or grown above: the changes since the
              * base stand (recomputed samples have theirs at zero) */
             if (!pp->l0_same && !touched)
-                h0_pass(P->fast, w->z0, w->hb0, pp->live, pp->n_live, n, L0->relu, 0,
+                dwf_tk_h0_pass(P->fast, w->z0, w->hb0, pp->live, pp->n_live, n, L0->relu, 0,
                         w->d2, w->di, w->h2, w->hi, NULL);
             /* the row-by-row stage, unless it mostly failed last time */
             int fine = pp->fine && !(tries >= 16 && 8 * wins < tries);
@@ -2529,7 +2017,7 @@ static int curve_incremental(const dwf_smodel *s, plan *P, const grid *g,
         return rc;
     if ((rc = plan_build(P, g, wk, nl, err)))
         goto out;
-    P->fast = !o->portable && use_avx512();
+    P->fast = !o->portable && dwf_tk_avx512();
     done = calloc((size_t)P->n_pt * 2, 1);
     if (!done)
         rc = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");

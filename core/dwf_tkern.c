@@ -1,0 +1,519 @@
+/*
+ * dwf_tkern.c - the products of the threshold curve's incremental path
+ * (see dwf_tkern.h). AVX-512 kernels where the CPU has them, portable C and
+ * cblas otherwise; every kernel sums a row's products in float and adds
+ * the sum to z in double.
+ */
+#include "dwf_tkern.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TK_X86 1
+#include <immintrin.h>
+#endif
+
+/* z (rows x n, double) = bias + m x (set) or -= m x, x (cols x n) float
+ * feature-major; the products of a row are summed in float (its rounding
+ * is counted in sigma0), then added to z in double. Rows without entries
+ * are skipped when subtracting. */
+static void csr_fd_c(const int32_t *restrict ip, const int32_t *restrict ix,
+                     const float *restrict v, int rows, const float *restrict x,
+                     int n, int set, const float *restrict bias,
+                     double *restrict z)
+{
+    for (int r = 0; r < rows; r++) {
+        double *restrict zr = z + (size_t)r * n;
+        if (set) {
+            const double b0 = bias ? (double)bias[r] : 0.0;
+            for (int j = 0; j < n; j++)
+                zr[j] = b0;
+        }
+        const double sg = set ? 1.0 : -1.0;
+        for (int32_t k = ip[r]; k < ip[r + 1]; k++) {
+            const float *restrict xk = x + (size_t)ix[k] * n;
+            const double w = sg * v[k]; /* w x is exact in double */
+            for (int j = 0; j < n; j++)
+                zr[j] += w * (double)xk[j];
+        }
+    }
+}
+
+#ifdef TK_X86
+/* One row of csr_fd_c with AVX-512: up to 128 columns from j0 (nq <= 8
+ * vectors of 16, the last masked by ml) in named float registers while
+ * the row's entries stream by. Inlined with a constant nq. */
+#define FC_ACC(q)                                                             \
+    do {                                                                      \
+        if (nq > q)                                                           \
+            a##q = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(nq == q + 1 ? ml : 0xffff, xr + 16 * q), a##q); \
+    } while (0)
+#define FC_PUT(q)                                                             \
+    do {                                                                      \
+        if (nq > q)                                                           \
+            fc_put(zr + 16 * q, b0, set, a##q, nq == q + 1 ? ml : 0xffff);    \
+    } while (0)
+
+/* z[0..16) (masked) = b0 + a, or -= a, in double. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+fc_put(double *z, double b0, int set, __m512 a, __mmask16 m)
+{
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    __mmask8 ml = (__mmask8)(m & 0xff), mh = (__mmask8)(m >> 8);
+    if (set) {
+        const __m512d b = _mm512_set1_pd(b0);
+        _mm512_mask_storeu_pd(z, ml, _mm512_add_pd(b, lo));
+        _mm512_mask_storeu_pd(z + 8, mh, _mm512_add_pd(b, hi));
+    } else {
+        _mm512_mask_storeu_pd(z, ml, _mm512_sub_pd(_mm512_maskz_loadu_pd(ml, z), lo));
+        _mm512_mask_storeu_pd(z + 8, mh, _mm512_sub_pd(_mm512_maskz_loadu_pd(mh, z + 8), hi));
+    }
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+fc_rows(const int32_t *restrict ip, const int32_t *restrict ix, const float *restrict v,
+        int rows, const float *restrict x, int n, int j0, const int nq, __mmask16 ml,
+        int set, const float *restrict bias, double *restrict z)
+{
+    for (int r = 0; r < rows; r++) {
+        if (!set && ip[r] == ip[r + 1])
+            continue;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+               a6 = a0, a7 = a0;
+        for (int32_t k = ip[r]; k < ip[r + 1]; k++) {
+            const __m512 w_ = _mm512_set1_ps(v[k]);
+            const float *xr = x + (size_t)ix[k] * n + j0;
+            FC_ACC(0);
+            FC_ACC(1);
+            FC_ACC(2);
+            FC_ACC(3);
+            FC_ACC(4);
+            FC_ACC(5);
+            FC_ACC(6);
+            FC_ACC(7);
+        }
+        double *zr = z + (size_t)r * n + j0;
+        double b0 = bias && set ? (double)bias[r] : 0.0;
+        FC_PUT(0);
+        FC_PUT(1);
+        FC_PUT(2);
+        FC_PUT(3);
+        FC_PUT(4);
+        FC_PUT(5);
+        FC_PUT(6);
+        FC_PUT(7);
+    }
+}
+#undef FC_ACC
+#undef FC_PUT
+
+__attribute__((target("avx512f"))) static void
+csr_fd_512(const int32_t *restrict ip, const int32_t *restrict ix,
+           const float *restrict v, int rows, const float *restrict x, int n,
+           int set, const float *restrict bias, double *restrict z)
+{
+    for (int j0 = 0; j0 < n; j0 += 128) {
+        int m = n - j0 < 128 ? n - j0 : 128, nq = (m + 15) / 16;
+        __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
+        switch (nq) {
+        case 1: fc_rows(ip, ix, v, rows, x, n, j0, 1, ml, set, bias, z); break;
+        case 2: fc_rows(ip, ix, v, rows, x, n, j0, 2, ml, set, bias, z); break;
+        case 3: fc_rows(ip, ix, v, rows, x, n, j0, 3, ml, set, bias, z); break;
+        case 4: fc_rows(ip, ix, v, rows, x, n, j0, 4, ml, set, bias, z); break;
+        case 5: fc_rows(ip, ix, v, rows, x, n, j0, 5, ml, set, bias, z); break;
+        case 6: fc_rows(ip, ix, v, rows, x, n, j0, 6, ml, set, bias, z); break;
+        case 7: fc_rows(ip, ix, v, rows, x, n, j0, 7, ml, set, bias, z); break;
+        default: fc_rows(ip, ix, v, rows, x, n, j0, 8, ml, set, bias, z); break;
+        }
+    }
+}
+
+/* csr_fd_512 for a wide x (cols x n larger than L2 bandwidth can feed the
+ * row-by-row kernel): the same sums in the same order per row, but the
+ * columns go in panels of DWF_TK_PANEL features by 64 sample columns, so that the
+ * x rows a panel reads stay in L1 while the rows' entries in that panel
+ * stream by, two rows at a time (independent chains); each row's float
+ * partial sums wait in acc (rows x 64) between panels. cur (rows) is
+ * scratch. */
+#define FP_ACC(a, w, xr, q)                                                   \
+    do {                                                                      \
+        if (nq > q)                                                           \
+            a##q = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(nq == q + 1 ? ml : 0xffff, (xr) + 16 * q), a##q); \
+    } while (0)
+#define FP_ENTRY(a, k)                                                        \
+    do {                                                                      \
+        const __m512 w_ = _mm512_set1_ps(v[k]);                               \
+        const float *xr_ = x + (size_t)ix[k] * n + j0;                        \
+        FP_ACC(a, w_, xr_, 0);                                                \
+        FP_ACC(a, w_, xr_, 1);                                                \
+        FP_ACC(a, w_, xr_, 2);                                                \
+        FP_ACC(a, w_, xr_, 3);                                                \
+    } while (0)
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+fp_half(const int32_t *restrict ip, const int32_t *restrict ix, const float *restrict v,
+        int rows, int cols, const float *restrict x, int n, int j0, const int nq,
+        __mmask16 ml, int set, const float *restrict bias, double *restrict z,
+        float *restrict acc, int32_t *restrict cur)
+{
+    for (int r = 0; r < rows; r++)
+        cur[r] = ip[r];
+    memset(acc, 0, (size_t)rows * 64 * sizeof(float));
+    for (int p1 = DWF_TK_PANEL; p1 - DWF_TK_PANEL < cols; p1 += DWF_TK_PANEL) {
+        for (int r = 0; r < rows; r += 2) {
+            int r2 = r + 1 < rows ? r + 1 : r;
+            int32_t k = cur[r], e = ip[r + 1], k2 = cur[r2], e2 = r2 != r ? ip[r2 + 1] : k2;
+            if (!(k < e && ix[k] < p1) && !(k2 < e2 && ix[k2] < p1))
+                continue;
+            float *ar = acc + (size_t)r * 64, *br = acc + (size_t)r2 * 64;
+            __m512 a0 = _mm512_loadu_ps(ar), a1 = _mm512_loadu_ps(ar + 16),
+                   a2 = _mm512_loadu_ps(ar + 32), a3 = _mm512_loadu_ps(ar + 48);
+            __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16),
+                   b2 = _mm512_loadu_ps(br + 32), b3 = _mm512_loadu_ps(br + 48);
+            for (; k < e && ix[k] < p1 && k2 < e2 && ix[k2] < p1; k++, k2++) {
+                FP_ENTRY(a, k);
+                FP_ENTRY(b, k2);
+            }
+            for (; k < e && ix[k] < p1; k++)
+                FP_ENTRY(a, k);
+            for (; k2 < e2 && ix[k2] < p1; k2++)
+                FP_ENTRY(b, k2);
+            _mm512_storeu_ps(ar, a0);
+            _mm512_storeu_ps(ar + 16, a1);
+            _mm512_storeu_ps(ar + 32, a2);
+            _mm512_storeu_ps(ar + 48, a3);
+            cur[r] = k;
+            if (r2 != r) {
+                _mm512_storeu_ps(br, b0);
+                _mm512_storeu_ps(br + 16, b1);
+                _mm512_storeu_ps(br + 32, b2);
+                _mm512_storeu_ps(br + 48, b3);
+                cur[r2] = k2;
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        if (!set && ip[r] == ip[r + 1])
+            continue;
+        double *zr = z + (size_t)r * n + j0;
+        const float *ar = acc + (size_t)r * 64;
+        double b0 = bias && set ? (double)bias[r] : 0.0;
+        for (int q = 0; q < nq; q++)
+            fc_put(zr + 16 * q, b0, set, _mm512_loadu_ps(ar + 16 * q),
+                   nq == q + 1 ? ml : 0xffff);
+    }
+}
+#undef FP_ACC
+#undef FP_ENTRY
+
+__attribute__((target("avx512f"))) static void
+csr_fd_panel_512(const int32_t *restrict ip, const int32_t *restrict ix,
+                 const float *restrict v, int rows, int cols, const float *restrict x,
+                 int n, int set, const float *restrict bias, double *restrict z,
+                 float *restrict acc, int32_t *restrict cur)
+{
+    for (int j0 = 0; j0 < n; j0 += 64) {
+        int m = n - j0 < 64 ? n - j0 : 64, nq = (m + 15) / 16;
+        __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
+        switch (nq) {
+        case 1: fp_half(ip, ix, v, rows, cols, x, n, j0, 1, ml, set, bias, z, acc, cur); break;
+        case 2: fp_half(ip, ix, v, rows, cols, x, n, j0, 2, ml, set, bias, z, acc, cur); break;
+        case 3: fp_half(ip, ix, v, rows, cols, x, n, j0, 3, ml, set, bias, z, acc, cur); break;
+        default: fp_half(ip, ix, v, rows, cols, x, n, j0, 4, ml, set, bias, z, acc, cur); break;
+        }
+    }
+}
+
+/* A tile of z: up to 4 rows from r0 by nq <= 4 vectors of 16 columns from
+ * j0 (the last one masked by ml) = bias + W x, the products summed in
+ * float in named registers (arrays of vectors end up on the stack), then
+ * added to the bias in double. Inlined with a constant nq. */
+#define FD_ROW(i, wk)                                                         \
+    do {                                                                      \
+        __m512 b_ = _mm512_set1_ps(wk);                                       \
+        a##i##0 = _mm512_fmadd_ps(b_, x0, a##i##0);                           \
+        if (nq > 1)                                                           \
+            a##i##1 = _mm512_fmadd_ps(b_, x1, a##i##1);                       \
+        if (nq > 2)                                                           \
+            a##i##2 = _mm512_fmadd_ps(b_, x2, a##i##2);                       \
+        if (nq > 3)                                                           \
+            a##i##3 = _mm512_fmadd_ps(b_, x3, a##i##3);                       \
+    } while (0)
+#define FD_STORE(i)                                                           \
+    do {                                                                      \
+        if (i < nr) {                                                         \
+            double *zr = z + (size_t)(r0 + i) * n + j0;                       \
+            double b0 = bias ? (double)bias[r0 + i] : 0.0;                    \
+            fd_put(zr, b0, a##i##0, nq == 1 ? ml : 0xffff);                   \
+            if (nq > 1)                                                       \
+                fd_put(zr + 16, b0, a##i##1, nq == 2 ? ml : 0xffff);          \
+            if (nq > 2)                                                       \
+                fd_put(zr + 32, b0, a##i##2, nq == 3 ? ml : 0xffff);          \
+            if (nq > 3)                                                       \
+                fd_put(zr + 48, b0, a##i##3, ml);                             \
+        }                                                                     \
+    } while (0)
+
+/* z[0..16) (masked) = b0 + the 16 floats of a, in double. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+fd_put(double *z, double b0, __m512 a, __mmask16 m)
+{
+    const __m512d b = _mm512_set1_pd(b0);
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    _mm512_mask_storeu_pd(z, (__mmask8)(m & 0xff), _mm512_add_pd(b, lo));
+    _mm512_mask_storeu_pd(z + 8, (__mmask8)(m >> 8), _mm512_add_pd(b, hi));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+fd_tile(const float *restrict W, int cols, int r0, int nr, const float *restrict x,
+        int n, int j0, const int nq, __mmask16 ml, const float *restrict bias,
+        double *restrict z)
+{
+    const float *w0 = W + (size_t)r0 * cols;
+    const float *w1 = nr > 1 ? w0 + cols : w0, *w2 = nr > 2 ? w0 + 2 * (size_t)cols : w0,
+                *w3 = nr > 3 ? w0 + 3 * (size_t)cols : w0;
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+    __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+    __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    const __mmask16 m0 = nq == 1 ? ml : 0xffff, m1 = nq == 2 ? ml : 0xffff,
+                    m2 = nq == 3 ? ml : 0xffff, m3 = ml;
+    for (int k = 0; k < cols; k++) {
+        const float *xr = x + (size_t)k * n + j0;
+        __m512 x0 = _mm512_maskz_loadu_ps(m0, xr), x1 = x0, x2 = x0, x3 = x0;
+        if (nq > 1)
+            x1 = _mm512_maskz_loadu_ps(m1, xr + 16);
+        if (nq > 2)
+            x2 = _mm512_maskz_loadu_ps(m2, xr + 32);
+        if (nq > 3)
+            x3 = _mm512_maskz_loadu_ps(m3, xr + 48);
+        FD_ROW(0, w0[k]);
+        FD_ROW(1, w1[k]);
+        FD_ROW(2, w2[k]);
+        FD_ROW(3, w3[k]);
+    }
+    FD_STORE(0);
+    FD_STORE(1);
+    FD_STORE(2);
+    FD_STORE(3);
+}
+#undef FD_ROW
+#undef FD_STORE
+
+/* z (rows x n, double) = bias + W x for a dense W (rows x cols, float), x
+ * (cols x n) float feature-major: tiles of 4 rows by up to 64 columns. */
+__attribute__((target("avx512f"))) static void
+dense_fd_512(const float *restrict W, int rows, int cols, const float *restrict x,
+             int n, const float *restrict bias, double *restrict z)
+{
+    for (int j0 = 0; j0 < n; j0 += 64) {
+        int m = n - j0 < 64 ? n - j0 : 64, nq = (m + 15) / 16;
+        __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            int nr = rows - r0 < 4 ? rows - r0 : 4;
+            switch (nq) {
+            case 1:
+                fd_tile(W, cols, r0, nr, x, n, j0, 1, ml, bias, z);
+                break;
+            case 2:
+                fd_tile(W, cols, r0, nr, x, n, j0, 2, ml, bias, z);
+                break;
+            case 3:
+                fd_tile(W, cols, r0, nr, x, n, j0, 3, ml, bias, z);
+                break;
+            default:
+                fd_tile(W, cols, r0, nr, x, n, j0, 4, ml, bias, z);
+                break;
+            }
+        }
+    }
+}
+
+#endif
+
+int dwf_tk_avx512(void)
+{
+#ifdef TK_X86
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+void dwf_tk_csr(int fast, const int32_t *ip, const int32_t *ix, const float *v,
+                int rows, const float *x, int n, int set, const float *bias, double *z)
+{
+#ifdef TK_X86
+    if (fast) {
+        csr_fd_512(ip, ix, v, rows, x, n, set, bias, z);
+        return;
+    }
+#endif
+    (void)fast;
+    csr_fd_c(ip, ix, v, rows, x, n, set, bias, z);
+}
+
+/* z (rows x n, double) = the caller's layer-0 outputs g (n x rows, float)
+ * of n samples. */
+void dwf_tk_given(const float *restrict g, int rows, int n, double *restrict z)
+{
+    for (int j = 0; j < n; j++)
+        for (int r = 0; r < rows; r++)
+            z[(size_t)r * n + j] = g[(size_t)j * rows + r];
+}
+
+/* Per sample of a block (columns of z, hb: rows x n): the layer-0 output
+ * v = act(z); its change since the base, |v - hb| (2-norm into d2, inf-norm
+ * into di) and its own norms (h2, hi). With rebase, hb = v instead (and
+ * d2 = di = 0). */
+static void h0_pass_c(const double *restrict z, double *restrict hb,
+                      const int32_t *rl, int rows, int n, int relu, int rebase,
+                      double *restrict d2, double *restrict di,
+                      double *restrict h2, double *restrict hi, float *restrict f)
+{
+    for (int j = 0; j < n; j++)
+        d2[j] = di[j] = h2[j] = hi[j] = 0.0;
+    for (int t = 0; t < rows; t++) {
+        int r = rl[t];
+        const double *restrict zr = z + (size_t)r * n;
+        double *restrict br = hb + (size_t)r * n;
+        for (int j = 0; j < n; j++) {
+            double v = relu && zr[j] <= 0.0 ? 0.0 : zr[j];
+            double av = fabs(v);
+            if (rebase) {
+                br[j] = v;
+                if (f)
+                    f[(size_t)r * n + j] = (float)v;
+            } else {
+                double dv = fabs(v - br[j]);
+                d2[j] += dv * dv;
+                di[j] = dv > di[j] ? dv : di[j];
+            }
+            h2[j] += v * v;
+            hi[j] = av > hi[j] ? av : hi[j];
+        }
+    }
+    for (int j = 0; j < n; j++) {
+        d2[j] = sqrt(d2[j]);
+        h2[j] = sqrt(h2[j]);
+    }
+}
+
+#ifdef TK_X86
+__attribute__((target("avx512f"))) static void
+h0_pass_512(const double *restrict z, double *restrict hb, const int32_t *rl,
+            int rows, int n, int relu, int rebase, double *restrict d2,
+            double *restrict di, double *restrict h2, double *restrict hi,
+            float *restrict f)
+{
+    const __m512d zero = _mm512_setzero_pd();
+    const __m512i absm = _mm512_set1_epi64(0x7fffffffffffffffLL);
+    for (int j0 = 0; j0 < n; j0 += 8) {
+        __mmask8 m = (__mmask8)(n - j0 >= 8 ? 0xff : (1u << (n - j0)) - 1);
+        const __m256i fm = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - j0),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m512d a2 = zero, ai = zero, b2 = zero, bi = zero;
+        for (int t = 0; t < rows; t++) {
+            size_t r = (size_t)rl[t];
+            __m512d v = _mm512_maskz_loadu_pd(m, z + r * n + j0);
+            if (relu) /* v <= 0 -> 0; NaN stays */
+                v = _mm512_mask_mov_pd(v, _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ), zero);
+            __m512d av = _mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(v), absm));
+            double *pb = hb + r * n + j0;
+            if (rebase) {
+                _mm512_mask_storeu_pd(pb, m, v);
+                if (f)
+                    _mm256_maskstore_ps(f + r * n + j0, fm, _mm512_cvtpd_ps(v));
+            } else {
+                __m512d dv = _mm512_sub_pd(v, _mm512_maskz_loadu_pd(m, pb));
+                dv = _mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(dv), absm));
+                a2 = _mm512_fmadd_pd(dv, dv, a2);
+                ai = _mm512_max_pd(ai, dv);
+            }
+            b2 = _mm512_fmadd_pd(v, v, b2);
+            bi = _mm512_max_pd(bi, av);
+        }
+        _mm512_mask_storeu_pd(d2 + j0, m, _mm512_sqrt_pd(a2));
+        _mm512_mask_storeu_pd(di + j0, m, ai);
+        _mm512_mask_storeu_pd(h2 + j0, m, _mm512_sqrt_pd(b2));
+        _mm512_mask_storeu_pd(hi + j0, m, bi);
+    }
+}
+#endif
+
+/* Over the units rl[0..rows) (the live ones: dead units cannot change
+ * anything any more). With rebase, f (may be NULL) also gets the
+ * activations in float (rows x n, row r at f + r n). */
+void dwf_tk_h0_pass(int fast, const double *z, double *hb, const int32_t *rl, int rows,
+                    int n, int relu, int rebase, double *d2, double *di, double *h2,
+                    double *hi, float *f)
+{
+#ifdef TK_X86
+    if (fast) {
+        h0_pass_512(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi, f);
+        return;
+    }
+#endif
+    (void)fast;
+    h0_pass_c(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi, f);
+}
+
+void dwf_tk_transpose(const float *restrict src, int r, int c, float *restrict dst)
+{
+    const int T = 32;
+    for (int i0 = 0; i0 < r; i0 += T) {
+        int i1 = i0 + T < r ? i0 + T : r;
+        for (int j0 = 0; j0 < c; j0 += T) {
+            int j1 = j0 + T < c ? j0 + T : c;
+            for (int i = i0; i < i1; i++)
+                for (int j = j0; j < j1; j++)
+                    dst[(size_t)j * r + i] = src[(size_t)i * c + j];
+        }
+    }
+}
+
+void dwf_tk_dense(int fast, const float *W, int rows, int cols, const float *x, int n,
+                  const float *bias, double *z, float *tmp)
+{
+#ifdef TK_X86
+    if (fast) {
+        dense_fd_512(W, rows, cols, x, n, bias, z);
+        return;
+    }
+#endif
+    (void)fast;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, cols, 1.0f, W, cols,
+                x, n, 0.0f, tmp, n);
+    for (int r = 0; r < rows; r++) {
+        double b0 = bias ? (double)bias[r] : 0.0;
+        for (int j = 0; j < n; j++)
+            z[(size_t)r * n + j] = b0 + (double)tmp[(size_t)r * n + j];
+    }
+}
+
+void dwf_tk_csr_wide(int fast, const int32_t *ip, const int32_t *ix, const float *v, int rows,
+                     int cols, const float *x, int n, int set, const float *bias, double *z,
+                     float *acc, int32_t *cur)
+{
+#ifdef TK_X86
+    if (fast && cols >= 4 * DWF_TK_PANEL) {
+        int64_t full = 0;
+        for (int r = 0; r < rows; r++)
+            full += ip[r + 1] > ip[r];
+        if ((int64_t)ip[rows] >=
+            DWF_TK_PANEL_MIN * full * ((cols + DWF_TK_PANEL - 1) / DWF_TK_PANEL)) {
+            csr_fd_panel_512(ip, ix, v, rows, cols, x, n, set, bias, z, acc, cur);
+            return;
+        }
+    }
+#else
+    (void)cols;
+    (void)acc;
+    (void)cur;
+#endif
+    dwf_tk_csr(fast, ip, ix, v, rows, x, n, set, bias, z);
+}

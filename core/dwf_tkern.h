@@ -1,0 +1,64 @@
+/*
+ * dwf_tkern.h - the products of the threshold curve's incremental path
+ * (core/dwf_thresh.c): a layer's pre-activations z (rows x n, double) for a
+ * block of n samples whose inputs x are feature-major (cols x n, float),
+ * from dense or CSR float weights, set (bias + W x) or updated (z -= W x);
+ * the layer-0 pass that turns z into activations and the norms the bounds
+ * need; small helpers. Each row's products are summed in float and the sum
+ * is added to z in double (the curve accounts for that rounding, in any
+ * summation order). `fast` selects the AVX-512 kernels (dwf_tk_avx512());
+ * otherwise portable C and cblas_sgemm.
+ *
+ * Nothing here allocates or keeps state: the caller owns every buffer.
+ */
+#ifndef DWF_TKERN_H
+#define DWF_TKERN_H
+
+#include <stdint.h>
+
+/* The wide-input CSR kernel works on panels of DWF_TK_PANEL features and
+ * pays where rows have about DWF_TK_PANEL_MIN entries per panel. */
+#define DWF_TK_PANEL 64
+#define DWF_TK_PANEL_MIN 12
+
+/* 1 when the CPU runs the AVX-512 kernels. */
+int dwf_tk_avx512(void);
+
+/* Layer-0 activation: relu keeps NaN (so that it is never certified). */
+static inline double dwf_tk_act(double v, int relu)
+{
+    return relu && v <= 0.0 ? 0.0 : v;
+}
+
+/* z = bias + W x for a dense W (rows x cols); bias may be NULL; tmp
+ * (rows x n floats) is scratch of the portable path. */
+void dwf_tk_dense(int fast, const float *W, int rows, int cols, const float *x, int n,
+                  const float *bias, double *z, float *tmp);
+
+/* CSR (int32 ip[rows + 1], ix, v): z = bias + W x (set) or z -= W x (rows
+ * without entries left alone). */
+void dwf_tk_csr(int fast, const int32_t *ip, const int32_t *ix, const float *v,
+                int rows, const float *x, int n, int set, const float *bias, double *z);
+
+/* The same for a wide x (cols inputs): where the rows are dense enough, by
+ * panels of DWF_TK_PANEL features kept in L1 (same sums per row); acc
+ * (rows x 64 floats) and cur (rows) are scratch. */
+void dwf_tk_csr_wide(int fast, const int32_t *ip, const int32_t *ix, const float *v, int rows,
+                     int cols, const float *x, int n, int set, const float *bias, double *z,
+                     float *acc, int32_t *cur);
+
+/* z = the caller's outputs g (n x rows, sample-major float). */
+void dwf_tk_given(const float *g, int rows, int n, double *z);
+
+/* Per sample of a block, over the units rl[0..rows) of z and hb (rows x n):
+ * v = act(z); the change since the base |v - hb| (2-norm into d2, inf-norm
+ * into di) and the norms of v (h2, hi); with rebase, hb = v instead (d2 =
+ * di = 0) and f (may be NULL) gets v in float (row r at f + r n). */
+void dwf_tk_h0_pass(int fast, const double *z, double *hb, const int32_t *rl, int rows,
+                    int n, int relu, int rebase, double *d2, double *di, double *h2,
+                    double *hi, float *f);
+
+/* dst (c x r) = src (r x c) transposed. */
+void dwf_tk_transpose(const float *src, int r, int c, float *dst);
+
+#endif
