@@ -218,6 +218,10 @@ try {
     thrData.labels.join(','));
   ok(/test/.test(await page.locator('[data-chart="thresholds"] .u-legend').textContent()), 'the threshold curve has its legend');
   ok(/first point/.test(await page.locator('#threshold-note').textContent()), 'without `select` the note says the stored model is the first point');
+  const curveSec = ((await (await page.request.get(`${MAIN}/v1/jobs/${jobId}`)).json()).metrics || {}).curve_seconds;
+  const costShown = await page.locator('#threshold-cost').getAttribute('data-seconds').catch(() => null);
+  ok(typeof curveSec === 'number' && Number(costShown) === curveSec && /of the last epoch/.test(await page.locator('#threshold-cost').textContent()),
+    'the note says what the curve cost (curve_seconds, fraction of the last epoch)', `${costShown} vs ${curveSec}`);
   const thrPx = await countPixels(page, '[data-chart="thresholds"]', [5, 150, 105]);
   ok(thrPx > 30, 'the threshold curve (test accuracy against CR) is drawn', `${thrPx} pixels of its colour`);
   fs.mkdirSync(ARTIFACTS, { recursive: true });

@@ -321,16 +321,23 @@ export function jobPage(ctx) {
   // `select`, chosen on validation data) or the ε model (its first point).
   function thresholdNote(sel, first) {
     const m = (job && job.metrics) || {};
+    // what the end-of-run curve cost (job metrics curve_seconds and
+    // curve_epoch_fraction: against the last epoch with its evaluation)
+    const cost = typeof m.curve_seconds === 'number'
+      ? [' ', h('span', { id: 'threshold-cost', dataset: { seconds: String(m.curve_seconds) } },
+        `The curve took ${fmt.num(m.curve_seconds)} s`,
+        typeof m.curve_epoch_fraction === 'number' ? `, ${fmt.num(m.curve_epoch_fraction)} of the last epoch` : '', '.')]
+      : [];
     if (sel) {
       const drop = typeof m.select_max_drop === 'number' ? ` (validation accuracy at most ${fmt.num(m.select_max_drop * 100)} points below the dense model’s)` : '';
       return [h('span', { class: 'sel-mark' }, '○'), ' The stored model is the selected point', drop, ': |w| < ',
         h('b', null, fmt.num(sel.threshold)), ', CR ', h('b', null, fmt.cr(sel.cr)), ', validation ', h('b', null, fmt.pct(sel.val_acc, 2)),
-        ', test ', h('b', null, fmt.pct(sel.test_acc, 2)), '.'];
+        ', test ', h('b', null, fmt.pct(sel.test_acc, 2)), '.', ...cost];
     }
     const noSelect = !(job && job.spec && job.spec.select);
     return ['The stored model is the first point (|w| < ', fmt.num(first.threshold), ', CR ', fmt.cr(first.cr), ')',
       noSelect ? [': the spec has no ', h('code', null, 'select'), ' field'] : '',
-      '. The rest of the curve is the same run’s weights cut at larger thresholds.'].flat();
+      '. The rest of the curve is the same run’s weights cut at larger thresholds.', ...cost].flat();
   }
 
   function setJob(j) {
