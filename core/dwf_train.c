@@ -279,8 +279,43 @@ const float *dwf_trainer_layer0(const dwf_trainer *t, int which)
     return t->l0_valid && (which == 0 || which == 1) ? t->l0[which] : NULL;
 }
 
+/* One batch of an evaluation split over the training lanes (as
+ * slice_step splits a step): lane k takes its slice of the batch. */
+typedef struct eval_job {
+    dwf_trainer *t;
+    const dwf_dataset *d;
+    int start, b;
+    float *keep;
+    double loss[DWF_MAX_THREADS];
+    int correct[DWF_MAX_THREADS];
+} eval_job;
+
+static void eval_slice(void *arg, int k)
+{
+    eval_job *j = arg;
+    dwf_trainer *t = j->t;
+    dwf_model *m = t->model;
+    const int n = m->n_lanes, dim = j->d->dim, C = m->arch.n_classes;
+    const int lo = (int)((int64_t)j->b * k / n), hi = (int)((int64_t)j->b * (k + 1) / n);
+    j->loss[k] = 0.0;
+    j->correct[k] = 0;
+    if (hi == lo)
+        return;
+    float *x = t->x + (size_t)lo * dim;
+    int32_t *y = t->y + lo;
+    dwf_dataset_range(j->d, &t->norm, j->start + lo, hi - lo, x, y);
+    const float *z = dwf_model_forward_lane(m, k, x, hi - lo);
+    j->loss[k] = dwf_softmax_xent_part(z, y, hi - lo, hi - lo, C, NULL, &j->correct[k]);
+    if (j->keep) {
+        int u = m->arch.layers[t->l0_layer].units;
+        const float *a = k == 0 ? m->act[t->l0_layer + 1] : m->lanes[k - 1].act[t->l0_layer + 1];
+        memcpy(j->keep + (size_t)(j->start + lo) * u, a, (size_t)(hi - lo) * u * sizeof(float));
+    }
+}
+
 /* Accuracy and mean loss of the current collapsed model on d; with keep,
- * the first dense layer's outputs (see dwf_trainer_keep_layer0) go there. */
+ * the first dense layer's outputs (see dwf_trainer_keep_layer0) go there.
+ * A trainer with several threads splits every batch over them. */
 static void eval_set(dwf_trainer *t, const dwf_dataset *d, double *acc,
                      double *loss, float *keep)
 {
@@ -288,6 +323,21 @@ static void eval_set(dwf_trainer *t, const dwf_dataset *d, double *acc,
     int B = t->opts.batch_size, C = m->arch.n_classes;
     double sl = 0.0;
     long ok = 0;
+    if (m->n_lanes > 1 && t->optim.workers) {
+        eval_job j = {.t = t, .d = d, .keep = keep};
+        for (int s = 0; s < d->n; s += B) {
+            j.start = s;
+            j.b = d->n - s < B ? d->n - s : B;
+            dwf_workers_run(t->optim.workers, eval_slice, &j);
+            for (int k = 0; k < m->n_lanes; k++) {
+                sl += j.loss[k];
+                ok += j.correct[k];
+            }
+        }
+        *acc = d->n ? (double)ok / d->n : NAN;
+        *loss = d->n ? sl / d->n : NAN;
+        return;
+    }
     for (int s = 0; s < d->n; s += B) {
         int b = d->n - s < B ? d->n - s : B;
         dwf_dataset_range(d, &t->norm, s, b, t->x, t->y);

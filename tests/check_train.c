@@ -705,13 +705,15 @@ static int log_kept(const dwf_metrics *m, void *ud)
 
 /* Kept after epochs that are multiples of every and after the last one;
  * they are bias + W x of the model at eps_prune (checked against a plain
- * double sum); gone after a restore and with every = 0. */
+ * double sum), also when 2 threads split the evaluation's batches; gone
+ * after a restore and with every = 0. */
 START_TEST(test_keep_layer0)
 {
     dwf_arch a;
     mlp_arch(&a, 16, 3);
     dwf_train_opts o = small_opts();
     o.epochs = 3;
+    o.threads = 1 + _i;
     o.eps_prune = 1e-2; /* some weights fall below it */
     dwf_trainer *t = NULL;
     dwf_err err;
@@ -784,7 +786,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_nan_input);
     tcase_add_test(tc, test_mlp_learns);
     tcase_add_test(tc, test_cnn_learns);
-    tcase_add_test(tc, test_keep_layer0);
+    tcase_add_loop_test(tc, test_keep_layer0, 0, 2);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("fashion-mnist");
     tcase_set_timeout(tf, 300);
