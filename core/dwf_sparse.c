@@ -1078,8 +1078,7 @@ transpose_avx2(const float *restrict src, int64_t r, int64_t c,
 }
 #endif
 
-static void transpose(const float *restrict src, int64_t r, int64_t c,
-                      float *restrict dst)
+void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restrict dst)
 {
 #ifdef SELL_X86
     if (__builtin_cpu_supports("avx2")) {
@@ -1312,9 +1311,9 @@ static void forward_chunk(const dwf_smodel *s, dwf_sws *ws, const float *x,
         int need_sm = l->kind == DWF_LAYER_CONV2D || l->kind == DWF_LAYER_MAXPOOL2D;
         if ((need_fm && !fm) || (need_sm && fm)) {
             if (fm)
-                transpose(cur, in_size, b, next);
+                dwf_transpose(cur, in_size, b, next);
             else
-                transpose(cur, b, in_size, next);
+                dwf_transpose(cur, b, in_size, next);
             fm = !fm;
             cur = next;
             next = cur == ws->buf[0] ? ws->buf[1] : ws->buf[0];
@@ -1361,7 +1360,7 @@ static void forward_chunk(const dwf_smodel *s, dwf_sws *ws, const float *x,
     }
     int nc = a->n_classes;
     if (fm)
-        transpose(cur, nc, b, logits);
+        dwf_transpose(cur, nc, b, logits);
     else
         memcpy(logits, cur, (size_t)b * nc * sizeof(float));
 }

@@ -123,6 +123,10 @@ int dwf_smodel_forward_isa(const dwf_smodel *s, dwf_sws *ws, const float *x,
  * differ where a layer runs dense (sgemv). */
 int dwf_smodel_batch_invariant(void);
 
+/* dst (c x r) = src (r x c) transposed (AVX2 8x8 blocks where the CPU
+ * has them): the layout change of the dense-layer kernels. */
+void dwf_transpose(const float *src, int64_t r, int64_t c, float *dst);
+
 /* Argmax classes and softmax probabilities (probs may be NULL, else
  * b x n_classes) of raw inputs (normalized here with s->norm). */
 int dwf_smodel_predict(const dwf_smodel *s, dwf_sws *ws, const float *raw,

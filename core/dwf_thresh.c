@@ -1555,7 +1555,7 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
     const mlp_layer *L0 = &P->L[0];
     int R0 = L0->rows, C0 = L0->cols;
     dwf_dataset_range(P->data[ds], &P->s->norm, st, n, w->xs, w->ys);
-    dwf_tk_transpose(w->xs, n, C0, w->xf);
+    dwf_transpose(w->xs, n, C0, w->xf);
     for (int s = 0; s < n; s++) {
         double a2 = 0.0, ai = 0.0;
         const float *x = w->xs + (size_t)s * C0;

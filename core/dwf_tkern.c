@@ -462,20 +462,6 @@ void dwf_tk_h0_pass(int fast, const double *z, double *hb, const int32_t *rl, in
     h0_pass_c(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi, f);
 }
 
-void dwf_tk_transpose(const float *restrict src, int r, int c, float *restrict dst)
-{
-    const int T = 32;
-    for (int i0 = 0; i0 < r; i0 += T) {
-        int i1 = i0 + T < r ? i0 + T : r;
-        for (int j0 = 0; j0 < c; j0 += T) {
-            int j1 = j0 + T < c ? j0 + T : c;
-            for (int i = i0; i < i1; i++)
-                for (int j = j0; j < j1; j++)
-                    dst[(size_t)j * r + i] = src[(size_t)i * c + j];
-        }
-    }
-}
-
 void dwf_tk_dense(int fast, const float *W, int rows, int cols, const float *x, int n,
                   const float *bias, double *z, float *tmp)
 {

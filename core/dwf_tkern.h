@@ -58,7 +58,4 @@ void dwf_tk_h0_pass(int fast, const double *z, double *hb, const int32_t *rl, in
                     int n, int relu, int rebase, double *d2, double *di, double *h2,
                     double *hi, float *f);
 
-/* dst (c x r) = src (r x c) transposed. */
-void dwf_tk_transpose(const float *src, int r, int c, float *dst);
-
 #endif
