@@ -258,13 +258,80 @@ spmm_avx2(const int64_t *restrict ip, const int32_t *restrict ix,
         }
     }
 }
+
+/* spmm_avx2 sixteen lanes wide: 64 columns in four AVX-512 registers (a
+ * masked tail), two rows at a time while both have non-zeros left (eight
+ * independent chains hide the multiply-add latency). Every entry gets the
+ * same arithmetic as in spmm_avx2 (a fused multiply-add chain from zero in
+ * CSR order, then bias + it), so the two give the same bits and
+ * dwf_smodel_batch_invariant() holds across them. */
+#define SPMM512_STEP(a0, a1, a2, a3, k)                                       \
+    do {                                                                      \
+        const __m512 w_ = _mm512_set1_ps(v[k]);                               \
+        const float *xr_ = x + (size_t)ix[k] * n + j0;                        \
+        a0 = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(k0, xr_), a0);         \
+        a1 = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(k1, xr_ + 16), a1);    \
+        a2 = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(k2, xr_ + 32), a2);    \
+        a3 = _mm512_fmadd_ps(w_, _mm512_maskz_loadu_ps(k3, xr_ + 48), a3);    \
+    } while (0)
+#define SPMM512_STORE(r, a0, a1, a2, a3)                                      \
+    do {                                                                      \
+        const __m512 b_ = _mm512_set1_ps(bias ? bias[r] : 0.0f);              \
+        float *yr_ = y + (size_t)(r) * n + j0;                                \
+        _mm512_mask_storeu_ps(yr_, k0, _mm512_add_ps(b_, a0));                \
+        _mm512_mask_storeu_ps(yr_ + 16, k1, _mm512_add_ps(b_, a1));           \
+        _mm512_mask_storeu_ps(yr_ + 32, k2, _mm512_add_ps(b_, a2));           \
+        _mm512_mask_storeu_ps(yr_ + 48, k3, _mm512_add_ps(b_, a3));           \
+    } while (0)
+__attribute__((target("avx512f"))) static void
+spmm_512(const int64_t *restrict ip, const int32_t *restrict ix,
+         const float *restrict v, int rows, const float *restrict x, size_t n,
+         const float *restrict bias, float *restrict y)
+{
+    for (size_t j0 = 0; j0 < n; j0 += 64) {
+        int m = n - j0 < 64 ? (int)(n - j0) : 64;
+        __mmask16 k0 = (__mmask16)(m >= 16 ? 0xffff : (1u << m) - 1);
+        __mmask16 k1 = (__mmask16)(m >= 32 ? 0xffff : m <= 16 ? 0 : (1u << (m - 16)) - 1);
+        __mmask16 k2 = (__mmask16)(m >= 48 ? 0xffff : m <= 32 ? 0 : (1u << (m - 32)) - 1);
+        __mmask16 k3 = (__mmask16)(m >= 64 ? 0xffff : m <= 48 ? 0 : (1u << (m - 48)) - 1);
+        int r = 0;
+        for (; r + 2 <= rows; r += 2) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            __m512 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+            int64_t ka = ip[r], ea = ip[r + 1], kb = ip[r + 1], eb = ip[r + 2];
+            for (; ka < ea && kb < eb; ka++, kb++) {
+                SPMM512_STEP(a0, a1, a2, a3, ka);
+                SPMM512_STEP(c0, c1, c2, c3, kb);
+            }
+            for (; ka < ea; ka++)
+                SPMM512_STEP(a0, a1, a2, a3, ka);
+            for (; kb < eb; kb++)
+                SPMM512_STEP(c0, c1, c2, c3, kb);
+            SPMM512_STORE(r, a0, a1, a2, a3);
+            SPMM512_STORE(r + 1, c0, c1, c2, c3);
+        }
+        if (r < rows) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t k = ip[r]; k < ip[r + 1]; k++)
+                SPMM512_STEP(a0, a1, a2, a3, k);
+            SPMM512_STORE(r, a0, a1, a2, a3);
+        }
+    }
+}
+#undef SPMM512_STEP
+#undef SPMM512_STORE
 #endif
 
-/* Y (rows x n) = C X + bias (per row; may be NULL). */
+/* Y (rows x n) = C X + bias (per row; may be NULL); isa as in
+ * dwf_smodel_forward_isa (-1: AVX-512 where there). */
 static void csr_mul(const dwf_csr *c, const float *x, int n, const float *bias,
-                    float *y)
+                    float *y, int isa)
 {
 #ifdef SELL_X86
+    if (isa < 0 && n > 1 && __builtin_cpu_supports("avx512f")) {
+        spmm_512(c->indptr, c->indices, c->values, c->rows, x, (size_t)n, bias, y);
+        return;
+    }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         spmm_avx2(c->indptr, c->indices, c->values, c->rows, x, (size_t)n,
                   bias, y);
@@ -282,10 +349,11 @@ static void csr_mul(const dwf_csr *c, const float *x, int n, const float *bias,
     }
 }
 
-void dwf_csr_matmul(const dwf_csr *c, const float *x, int n, float *y)
+void dwf_csr_matmul(const dwf_csr *c, const float *x, int n, const float *bias,
+                    float *y)
 {
     if (n > 0)
-        csr_mul(c, x, n, NULL, y);
+        csr_mul(c, x, n, bias, y, -1);
 }
 
 /* ---- batch-1 kernels: sliced ELL --------------------------------------- */
@@ -1123,6 +1191,8 @@ void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restr
                 STORE(yr + 3 * W_, ml, ADD(b_, a##i##3));                     \
         }                                                                     \
     } while (0)
+/* cutting (a constant): weights below cut in magnitude count as zeros */
+#define DM_CUT(v) (cutting && !(fabsf(v) >= cut) ? 0.0f : (v))
 #define DM_TILE_BODY                                                          \
     const float *w0 = W + (size_t)r0 * cols;                                  \
     const float *w1 = nr > 1 ? w0 + cols : w0,                                \
@@ -1141,10 +1211,10 @@ void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restr
             x2 = LOAD(xr + 2 * W_, nq == 3 ? ml : FULL);                      \
         if (nq > 3)                                                           \
             x3 = LOAD(xr + 3 * W_, ml);                                       \
-        DM_ROW(0, w0[k]);                                                     \
-        DM_ROW(1, w1[k]);                                                     \
-        DM_ROW(2, w2[k]);                                                     \
-        DM_ROW(3, w3[k]);                                                     \
+        DM_ROW(0, DM_CUT(w0[k]));                                             \
+        DM_ROW(1, DM_CUT(w1[k]));                                             \
+        DM_ROW(2, DM_CUT(w2[k]));                                             \
+        DM_ROW(3, DM_CUT(w3[k]));                                             \
     }                                                                         \
     DM_STORE(0);                                                              \
     DM_STORE(1);                                                              \
@@ -1164,14 +1234,15 @@ void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restr
 __attribute__((target("avx512f"), always_inline)) static inline void
 dm_tile_512(const float *restrict W, int cols, int r0, int nr, const float *restrict x,
             size_t n, size_t j0, const int nq, __mmask16 ml, const float *restrict bias,
-            float *restrict y)
+            float *restrict y, float cut, const int cutting)
 {
     DM_TILE_BODY
 }
 
-__attribute__((target("avx512f"))) static void
-dense_mm_512(const float *restrict W, int rows, int cols, const float *restrict x,
-             size_t n, const float *restrict bias, float *restrict y)
+__attribute__((target("avx512f"), always_inline)) static inline void
+dense_mm_512_body(const float *restrict W, int rows, int cols, const float *restrict x,
+                  size_t n, const float *restrict bias, float *restrict y, float cut,
+                  const int cutting)
 {
     for (size_t j0 = 0; j0 < n; j0 += 64) {
         int m = n - j0 < 64 ? (int)(n - j0) : 64, nq = (m + 15) / 16;
@@ -1179,13 +1250,27 @@ dense_mm_512(const float *restrict W, int rows, int cols, const float *restrict 
         for (int r0 = 0; r0 < rows; r0 += 4) {
             int nr = rows - r0 < 4 ? rows - r0 : 4;
             switch (nq) {
-            case 1: dm_tile_512(W, cols, r0, nr, x, n, j0, 1, ml, bias, y); break;
-            case 2: dm_tile_512(W, cols, r0, nr, x, n, j0, 2, ml, bias, y); break;
-            case 3: dm_tile_512(W, cols, r0, nr, x, n, j0, 3, ml, bias, y); break;
-            default: dm_tile_512(W, cols, r0, nr, x, n, j0, 4, ml, bias, y); break;
+            case 1: dm_tile_512(W, cols, r0, nr, x, n, j0, 1, ml, bias, y, cut, cutting); break;
+            case 2: dm_tile_512(W, cols, r0, nr, x, n, j0, 2, ml, bias, y, cut, cutting); break;
+            case 3: dm_tile_512(W, cols, r0, nr, x, n, j0, 3, ml, bias, y, cut, cutting); break;
+            default: dm_tile_512(W, cols, r0, nr, x, n, j0, 4, ml, bias, y, cut, cutting); break;
             }
         }
     }
+}
+
+__attribute__((target("avx512f"))) static void
+dense_mm_512(const float *restrict W, int rows, int cols, const float *restrict x,
+             size_t n, const float *restrict bias, float *restrict y)
+{
+    dense_mm_512_body(W, rows, cols, x, n, bias, y, 0.0f, 0);
+}
+
+__attribute__((target("avx512f"))) static void
+dense_mm_512_cut(const float *restrict W, int rows, int cols, const float *restrict x,
+                 size_t n, const float *restrict bias, float *restrict y, float cut)
+{
+    dense_mm_512_body(W, rows, cols, x, n, bias, y, cut, 1);
 }
 #undef VEC
 #undef W_
@@ -1210,14 +1295,15 @@ dense_mm_512(const float *restrict W, int rows, int cols, const float *restrict 
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 dm_tile_avx2(const float *restrict W, int cols, int r0, int nr, const float *restrict x,
              size_t n, size_t j0, const int nq, __m256i ml, const float *restrict bias,
-             float *restrict y)
+             float *restrict y, float cut, const int cutting)
 {
     DM_TILE_BODY
 }
 
-__attribute__((target("avx2,fma"))) static void
-dense_mm_avx2(const float *restrict W, int rows, int cols, const float *restrict x,
-              size_t n, const float *restrict bias, float *restrict y)
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+dense_mm_avx2_body(const float *restrict W, int rows, int cols, const float *restrict x,
+                   size_t n, const float *restrict bias, float *restrict y, float cut,
+                   const int cutting)
 {
     for (size_t j0 = 0; j0 < n; j0 += 32) {
         int m = n - j0 < 32 ? (int)(n - j0) : 32, nq = (m + 7) / 8, t = m % 8 ? m % 8 : 8;
@@ -1226,13 +1312,27 @@ dense_mm_avx2(const float *restrict W, int rows, int cols, const float *restrict
         for (int r0 = 0; r0 < rows; r0 += 4) {
             int nr = rows - r0 < 4 ? rows - r0 : 4;
             switch (nq) {
-            case 1: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 1, ml, bias, y); break;
-            case 2: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 2, ml, bias, y); break;
-            case 3: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 3, ml, bias, y); break;
-            default: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 4, ml, bias, y); break;
+            case 1: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 1, ml, bias, y, cut, cutting); break;
+            case 2: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 2, ml, bias, y, cut, cutting); break;
+            case 3: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 3, ml, bias, y, cut, cutting); break;
+            default: dm_tile_avx2(W, cols, r0, nr, x, n, j0, 4, ml, bias, y, cut, cutting); break;
             }
         }
     }
+}
+
+__attribute__((target("avx2,fma"))) static void
+dense_mm_avx2(const float *restrict W, int rows, int cols, const float *restrict x,
+              size_t n, const float *restrict bias, float *restrict y)
+{
+    dense_mm_avx2_body(W, rows, cols, x, n, bias, y, 0.0f, 0);
+}
+
+__attribute__((target("avx2,fma"))) static void
+dense_mm_avx2_cut(const float *restrict W, int rows, int cols, const float *restrict x,
+                  size_t n, const float *restrict bias, float *restrict y, float cut)
+{
+    dense_mm_avx2_body(W, rows, cols, x, n, bias, y, cut, 1);
 }
 #undef VEC
 #undef W_
@@ -1246,6 +1346,7 @@ dense_mm_avx2(const float *restrict W, int rows, int cols, const float *restrict
 #undef DM_ROW
 #undef DM_STORE
 #undef DM_TILE_BODY
+#undef DM_CUT
 #endif
 
 int dwf_smodel_batch_invariant(void)
@@ -1257,6 +1358,33 @@ int dwf_smodel_batch_invariant(void)
 #endif
 }
 
+void dwf_dense_matmul_cut(const float *W, int rows, int cols, float cut, const float *x,
+                          int n, const float *bias, float *y)
+{
+    if (n < 1)
+        return;
+#ifdef SELL_X86
+    if (__builtin_cpu_supports("avx512f")) {
+        dense_mm_512_cut(W, rows, cols, x, (size_t)n, bias, y, cut);
+        return;
+    }
+    if (dwf_smodel_batch_invariant()) {
+        dense_mm_avx2_cut(W, rows, cols, x, (size_t)n, bias, y, cut);
+        return;
+    }
+#endif
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int k = 0; k < cols; k++) {
+                float v = W[(size_t)r * cols + k];
+                if (fabsf(v) >= cut)
+                    acc = fmaf(v, x[(size_t)k * n + j], acc);
+            }
+            y[(size_t)r * n + j] = (bias ? bias[r] : 0.0f) + acc;
+        }
+}
+
 /* Y (rows x n) = W X + bias with the weight of layer i, sparse or dense. */
 static void layer_mul(const dwf_smodel *s, int i, const float *x, int n,
                       float *y, int isa)
@@ -1265,7 +1393,7 @@ static void layer_mul(const dwf_smodel *s, int i, const float *x, int n,
     const float *bias = s->bias[i];
     const float *d = s->dense[i];
     if (!d) {
-        csr_mul(c, x, n, bias, y);
+        csr_mul(c, x, n, bias, y, isa);
         return;
     }
     if (n == 1) {
@@ -1395,6 +1523,7 @@ int dwf_smodel_forward_isa(const dwf_smodel *s, dwf_sws *ws, const float *x,
     }
     return 0;
 }
+
 
 int dwf_smodel_forward(const dwf_smodel *s, dwf_sws *ws, const float *x,
                        int b, float *logits, dwf_err *err)

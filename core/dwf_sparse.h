@@ -33,8 +33,19 @@ typedef struct dwf_csr {
 int dwf_csr_from_dense(dwf_csr *c, const float *dense, int rows, int cols,
                        float eps, dwf_err *err);
 void dwf_csr_free(dwf_csr *c);
-/* Y (rows x n) = C X with X (cols x n), row-major. */
-void dwf_csr_matmul(const dwf_csr *c, const float *x, int n, float *y);
+/* Y (rows x n) = W' X + bias (per row; may be NULL) with a dense W (rows x
+ * cols, row-major) whose entries below cut in magnitude count as zeros (W'),
+ * X (cols x n): where dwf_smodel_batch_invariant(), the product
+ * dwf_smodel_forward computes for the layer of W rethresholded at cut, bit
+ * for bit, for any n (finite inputs). */
+void dwf_dense_matmul_cut(const float *W, int rows, int cols, float cut, const float *x,
+                          int n, const float *bias, float *y);
+
+/* Y (rows x n) = C X + bias (per row; may be NULL) with X (cols x n),
+ * row-major: the product dwf_smodel_forward computes for a sparse layer,
+ * bit for bit (where dwf_smodel_batch_invariant(), the same for any n). */
+void dwf_csr_matmul(const dwf_csr *c, const float *x, int n, const float *bias,
+                    float *y);
 
 #define DWF_KEY_LEN 40
 
@@ -109,7 +120,8 @@ int dwf_smodel_forward(const dwf_smodel *s, dwf_sws *ws, const float *x,
 
 /* The same with the batch-1 sparse kernel and the dense kernel chosen by
  * isa (0 portable C and cblas_sgemm / sgemv, 1 AVX2 and FMA, -1 the best
- * the CPU has - AVX-512 for dense layers where it is there - which
+ * the CPU has - AVX-512 for dense and sparse layers (batches of two or
+ * more) where it is there - which
  * dwf_smodel_forward uses), for tests and benchmarks; DWF_EINVAL if the
  * CPU lacks it. The AVX2 and AVX-512 kernels give the same bits. */
 int dwf_smodel_forward_isa(const dwf_smodel *s, dwf_sws *ws, const float *x,

@@ -45,13 +45,22 @@
  *    float rounding counts the same way (sigma0's second term, bsig). A
  *    sample whose top logit is not above every other by TAIL_SIGMAS (16)
  *    of these standard deviations is a near tie (the worst error seen on
- *    the models measured was 0.2 of one): it is run through
- *    dwf_smodel_forward() on the rethresholded model, in a batch of the
- *    size dwf_smodel_evaluate() gives it and at the same position (its
- *    results depend on both, not on the other samples), so it gets the
- *    reference's own prediction (ref_eval). Every other sample's
+ *    the models measured was 0.2 of one): it gets the reference's own
+ *    logits. Where the kernels are batch-invariant (AVX2 and FMA) these
+ *    are the reference's products layer by layer (ref_mlp: model 0's dense
+ *    copy of a layer with the weights below the threshold skipped, or the
+ *    layer's CSR at the point); a sample of a reference batch of one, and
+ *    every near tie elsewhere, runs through dwf_smodel_forward() on the
+ *    rethresholded model in a batch of the size dwf_smodel_evaluate()
+ *    gives it and at the same position (ref_eval). Every other sample's
  *    prediction is the reference's unless that rounding exceeds 16
  *    standard deviations.
+ *  - The sparse end. Once the whole model costs less per sample than
+ *    layer 0's step plus the certified later layers (plan_layer0's cost
+ *    model), that model and every sparser one after it are evaluated
+ *    exactly instead: the reference's products (dwf_csr_matmul) of the
+ *    model without the hidden units the next layer does not read, on
+ *    whole blocks (exact_block; where the kernels are batch-invariant).
  *  - The data set that decides the stop (validation, else test) goes
  *    through every model first; its accuracy before the near ties lies in
  *    [ok, ok + ties] / n, which settles the stop (else that model's ties
@@ -70,6 +79,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "dwf_layers.h"
 #include "dwf_simd.h"
 #include "dwf_tkern.h"
 #include "dwf_workers.h"
@@ -91,18 +101,23 @@
 #define COST_REC_UNIT 0.9
 #define COST_REC_MAC 0.015
 #define COST_FINE_ROW 6.0
+/* The sparse end (models evaluated exactly, exact_block): its cost per
+ * non-zero weight and sample, and what the certified path costs a model
+ * with big changes beyond layer 0 per sample (certification,
+ * recomputations and near ties: 55,000-100,000 measured), in the units of
+ * COST_CSR (bench machine, LeNet-300-100 curves). */
+#define COST_EXACT 3.4
+#define COST_LATER 60000.0
 #define DENSE_BUDGET ((int64_t)64 << 20) /* bytes of a later layer's dense
                                               copies over all models */
 
 void dwf_thresh_opts_default(dwf_thresh_opts *o)
 {
+    memset(o, 0, sizeof *o);
     o->per_decade = 4;
     o->max_points = 64;
     o->chance_margin = 0.02;
-    o->threads = 1;
-    o->from_scratch = 0;
-    o->portable = 0;
-    o->layer0[0] = o->layer0[1] = NULL;
+    o->threads = 1; /* the rest 0 / NULL */
 }
 
 void dwf_thresh_curve_free(dwf_thresh_curve *c)
@@ -338,6 +353,15 @@ typedef struct lat_pt {   /* a later layer (l >= 1) in one model */
     int64_t n_rem;        /* entries removed since model 0 */
 } lat_pt;
 
+/* A model of the exact end: its dense layers in CSR without the hidden
+ * units the next layer does not read (their rows gone, the next layer's
+ * columns renumbered in the same order), which leaves every product the
+ * reference computes for the units left, and the logits, as they are. */
+typedef struct ex_model {
+    dwf_csr w[DWF_MAX_LAYERS];  /* by MLP layer (0 .. nd - 1) */
+    float *b[DWF_MAX_LAYERS];   /* their biases (NULL without) */
+} ex_model;
+
 typedef struct pt_plan {  /* one distinct model */
     int p;                /* its grid point */
     int mode;             /* how layer 0 gets there (L0_*) */
@@ -358,6 +382,7 @@ typedef struct pt_plan {  /* one distinct model */
     int n_live;
     int fine;             /* try the row-by-row certification before a
                              recomputation (when that costs much more) */
+    double l0_cost;       /* of the chosen layer-0 step (COST_CSR units) */
     lat_pt *lat;          /* nd - 1 */
 } pt_plan;
 
@@ -373,6 +398,12 @@ typedef struct plan {
     int (*blk)[3];        /* data set, start, size */
     int fast;             /* AVX-512 kernels */
     const float *given[2];/* opts->layer0 of data sets that are there */
+    int ex_from;          /* models e >= ex_from (the sparse end) are
+                             evaluated exactly: the reference's products
+                             (dwf_csr_matmul) of ex[e - ex_from] on whole
+                             blocks (n_pt: none) */
+    struct ex_model *ex;
+    int no_exact;         /* opts->no_exact_end */
 } plan;
 
 /* The layers as dense (+ relu) steps, or 0 when the path does not apply:
@@ -442,10 +473,17 @@ static void plan_free(plan *P)
         }
         free(pp->lat);
     }
+    for (int e = P->ex_from; P->ex && e < P->n_pt; e++)
+        for (int l = 0; l < P->nd; l++) {
+            dwf_csr_free(&P->ex[e - P->ex_from].w[l]);
+            free(P->ex[e - P->ex_from].b[l]);
+        }
+    free(P->ex);
     free(P->pt);
     free(P->blk);
     P->pt = NULL;
     P->blk = NULL;
+    P->ex = NULL;
 }
 
 /* The entries of c kept at grid point p (removal index > p) as a mat. */
@@ -561,7 +599,7 @@ static int plan_later(plan *P, const grid *g, int e, int l, double op0,
     size_t dn = (size_t)L->rows * L->cols;
     int64_t nnz = lp->w.ptr[L->rows];
     if ((double)nnz > DWF_SPARSE_CROSSOVER * (double)dn &&
-        (double)dn * sizeof(float) * P->n_pt <= (double)DENSE_BUDGET) {
+        (double)dn * sizeof(float) * P->ex_from <= (double)DENSE_BUDGET) {
         lp->wd = calloc(dn, sizeof *lp->wd);
         if (!lp->wd)
             return DWF_ENOMEM;
@@ -583,6 +621,7 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
     const int32_t *q = g->q[L->li];
     int E = P->n_pt, R = L->rows, rc = 0;
     size_t ER = (size_t)E * R;
+    P->ex_from = E;
     double *sq = calloc((size_t)R, sizeof *sq), *ab = calloc((size_t)R, sizeof *ab);
     double *rsq = calloc(ER, sizeof *rsq), *rab = calloc(ER, sizeof *rab);
     int32_t *cnt = calloc(ER, sizeof *cnt);
@@ -618,6 +657,15 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
         double inc = e > 0 ? ((double)removed >= panel ? COST_PANEL : COST_INC) * (double)removed
                            : INFINITY;
         pp->mode = inc <= mn(dense, csr) ? L0_INC : csr < dense ? L0_CSR : L0_DENSE;
+        pp->l0_cost = mn(inc, mn(dense, csr));
+        /* the sparse end: once the reference forward of the whole model
+         * costs less than layer 0's step and the certified later layers,
+         * this model and the (sparser) ones after it are evaluated by it */
+        if (e > 0 && !P->no_exact && dwf_smodel_batch_invariant() &&
+            COST_EXACT * (double)grid_total(g, p) <= pp->l0_cost + COST_LATER) {
+            P->ex_from = e;
+            break;
+        }
         /* model 0 from the caller's outputs, where every data set has them */
         if (e == 0 && (P->given[0] || !P->data[0]) && (P->given[1] || !P->data[1]))
             pp->mode = L0_GIVEN;
@@ -700,7 +748,7 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
                 continue;
             int e = emap[q[k]];
             mat *m = &P->pt[e].rem;
-            if (P->pt[e].mode != L0_INC)
+            if (e >= P->ex_from || P->pt[e].mode != L0_INC)
                 continue;
             int32_t o = m->ptr[r] + cnt[(size_t)e * R + r]++;
             m->idx[o] = c->indices[k];
@@ -792,7 +840,7 @@ static void plan_run(void *arg, int id)
 {
     plan_job *j = arg;
     plan *P = j->P;
-    for (int e = 1 + id; e < P->n_pt && !j->rc[id]; e += j->n) {
+    for (int e = 1 + id; e < P->ex_from && !j->rc[id]; e += j->n) {
         P->pt[e].lat = calloc((size_t)(P->nd - 1), sizeof(lat_pt));
         if (!P->pt[e].lat) {
             j->rc[id] = DWF_ENOMEM;
@@ -801,6 +849,82 @@ static void plan_run(void *arg, int id)
         for (int l = 1; l < P->nd && !j->rc[id]; l++)
             j->rc[id] = plan_later(P, j->g, e, l, j->op0[l], j->col[id]);
     }
+}
+
+/* The exact-end model of grid point p (compacted, see ex_model). */
+static int ex_build(const plan *P, const grid *g, int p, ex_model *x)
+{
+    int nd = P->nd, rc = 0;
+    int32_t *map[DWF_MAX_LAYERS] = {NULL}; /* unit -> kept index, or -1 */
+    int kept[DWF_MAX_LAYERS];
+    /* backwards: the units of layer l - 1 that layer l's kept rows read */
+    for (int l = nd - 1; l >= 0 && !rc; l--) {
+        const mlp_layer *L = &P->L[l];
+        if (!(map[l] = malloc((size_t)L->rows * sizeof *map[l]))) {
+            rc = DWF_ENOMEM;
+            break;
+        }
+        for (int r = 0; r < L->rows; r++)
+            map[l][r] = l == nd - 1 ? 0 : -1;
+        if (l == nd - 1)
+            continue;
+        const mlp_layer *N = &P->L[l + 1];
+        const dwf_csr *c = &P->s->w[N->li];
+        const int32_t *q = g->q[N->li];
+        for (int r = 0; r < N->rows; r++)
+            if (map[l + 1][r] >= 0)
+                for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++)
+                    if (q[k] > p)
+                        map[l][c->indices[k]] = 0;
+    }
+    for (int l = 0; l < nd && !rc; l++) {
+        kept[l] = 0;
+        for (int r = 0; r < P->L[l].rows; r++)
+            if (map[l][r] >= 0)
+                map[l][r] = kept[l]++;
+    }
+    /* forwards: the kept rows, their entries at p, columns renumbered */
+    for (int l = 0; l < nd && !rc; l++) {
+        const mlp_layer *L = &P->L[l];
+        const dwf_csr *c = &P->s->w[L->li];
+        const int32_t *q = g->q[L->li];
+        dwf_csr *w = &x->w[l];
+        int64_t nnz = 0;
+        for (int r = 0; r < L->rows; r++)
+            if (map[l][r] >= 0)
+                for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++)
+                    nnz += q[k] > p;
+        w->rows = kept[l];
+        w->cols = l > 0 ? kept[l - 1] : L->cols;
+        w->nnz = nnz;
+        w->indptr = malloc(((size_t)kept[l] + 1) * sizeof *w->indptr);
+        w->indices = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *w->indices);
+        w->values = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *w->values);
+        if (L->bias && !(x->b[l] = malloc((size_t)(kept[l] > 0 ? kept[l] : 1) * sizeof(float))))
+            rc = DWF_ENOMEM;
+        if (rc || !w->indptr || !w->indices || !w->values) {
+            rc = DWF_ENOMEM;
+            break;
+        }
+        int64_t o = 0;
+        w->indptr[0] = 0;
+        for (int r = 0; r < L->rows; r++) {
+            int i = map[l][r];
+            if (i < 0)
+                continue;
+            for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++)
+                if (q[k] > p) {
+                    w->indices[o] = l > 0 ? map[l - 1][c->indices[k]] : c->indices[k];
+                    w->values[o++] = c->values[k];
+                }
+            w->indptr[i + 1] = o;
+            if (L->bias)
+                x->b[l][i] = L->bias[r];
+        }
+    }
+    for (int l = 0; l < nd; l++)
+        free(map[l]);
+    return rc;
 }
 
 static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *err)
@@ -857,7 +981,7 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
     }
     for (int i = 0; i < nl; i++)
         free(job.col[i]);
-    for (int e = 0; e < P->n_pt && !rc; e++) {
+    for (int e = 0; e < P->ex_from && !rc; e++) {
         pt_plan *pp = &P->pt[e];
         int R0 = P->L[0].rows;
         /* the row-by-row certification of a sample (about COST_FINE_ROW
@@ -898,10 +1022,18 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
                 pp->live[pp->n_live++] = r;
         free(seen);
     }
-    for (int e = 0; e < P->n_pt && !rc; e++)
+    for (int e = 0; e < P->ex_from && !rc; e++)
         rc = plan_compact(P, &P->pt[e]);
     if (rc)
         goto oom;
+    if (P->ex_from < P->n_pt) {
+        P->ex = calloc((size_t)(P->n_pt - P->ex_from), sizeof *P->ex);
+        if (!P->ex)
+            goto oom;
+        for (int e = P->ex_from; e < P->n_pt; e++)
+            if (ex_build(P, g, P->pt[e].p, &P->ex[e - P->ex_from]))
+                goto oom;
+    }
     P->max_rows = 1;
     for (int l = 0; l < P->nd; l++)
         if (P->L[l].rows > P->max_rows)
@@ -962,6 +1094,7 @@ typedef struct lane {
     int n_fb, cap_fb;
     int failed;
     float *rx, *rz;       /* a reference batch and its logits */
+    int64_t exact;        /* samples x models evaluated there */
     int64_t ref_batch;    /* samples in the reference batches run */
     int rc;               /* of the reference evaluations */
     dwf_err err;
@@ -1003,7 +1136,7 @@ static size_t lane_layout(lane *w, const plan *P, uintptr_t base)
     uintptr_t at = base;
     w->xs = carve(&at, B * dim * sizeof(float));
     w->xf = carve(&at, B * dim * sizeof(float));
-    w->tmp = carve(&at, B * R0 * sizeof(float));
+    w->tmp = carve(&at, (B * R0 > dim ? B * R0 : dim) * sizeof(float));
     w->ys = carve(&at, B * sizeof(int32_t));
     w->cur = carve(&at, R0 * sizeof(int32_t));
     w->x2 = carve(&at, B * sizeof(double));
@@ -1549,6 +1682,51 @@ static void l0_csr(const lane *w, const mat *m, int set, double *z, int n)
                     set ? L->bias : NULL, z, w->tmp, w->cur);
 }
 
+/* Batch size and position of sample idx in dwf_smodel_evaluate(d). */
+static void ref_slot(const dwf_dataset *d, int idx, int *size, int *pos)
+{
+    int B = d->n < REF_BATCH ? d->n : REF_BATCH;
+    int st = idx / B * B;
+    *size = d->n - st < B ? d->n - st : B;
+    *pos = idx - st;
+}
+
+/* Model e of the exact end on the block: the reference's own products,
+ * layer by layer (dwf_csr_matmul: the same bits for any batch where
+ * dwf_smodel_batch_invariant), and its argmax; only a sample the reference
+ * runs in a batch of one (the last of a data set of 256 k + 1) is left to
+ * it. */
+static void exact_block(lane *w, int e, int n, int ds, int st)
+{
+    const plan *P = w->P;
+    const ex_model *X = &P->ex[e - P->ex_from];
+    const float *cur = w->xf;
+    float *buf[2] = {w->hf, w->of};
+    for (int l = 0; l < P->nd; l++) {
+        float *out = buf[l & 1];
+        dwf_csr_matmul(&X->w[l], cur, n, X->b[l], out);
+        if (P->L[l].relu)
+            dwf_relu_forward(out, (int64_t)X->w[l].rows * n, out);
+        cur = out;
+    }
+    for (int s = 0; s < n; s++) {
+        int size, pos, am = 0;
+        ref_slot(P->data[ds], st + s, &size, &pos);
+        if (size < 2) {
+            add_fb(w, e, ds, st + s);
+            continue;
+        }
+        float m = cur[s]; /* argmax_f over the classes, feature-major */
+        for (int c = 1; c < P->nc; c++)
+            if (cur[(size_t)c * n + s] > m) {
+                m = cur[(size_t)c * n + s];
+                am = c;
+            }
+        w->correct[e * 2 + ds] += am == w->ys[s];
+    }
+    w->exact += n;
+}
+
 static void run_block(lane *w, int ds, int st, int n, int n_use)
 {
     const plan *P = w->P;
@@ -1571,6 +1749,10 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
     for (int e = 0; e < n_use; e++) {
         const pt_plan *pp = &P->pt[e];
         int touched = 0;
+        if (e >= P->ex_from) {
+            exact_block(w, e, n, ds, st);
+            continue;
+        }
         switch (e == 0 && P->given[ds] ? L0_GIVEN : pp->mode) {
         case L0_GIVEN:
             dwf_tk_given(P->given[ds] + (size_t)st * R0, R0, n, w->z0);
@@ -1655,14 +1837,6 @@ static int cmp_fb(const void *a, const void *b)
     return (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-/* Batch size and position of sample idx in dwf_smodel_evaluate(d). */
-static void ref_slot(const dwf_dataset *d, int idx, int *size, int *pos)
-{
-    int B = d->n < REF_BATCH ? d->n : REF_BATCH;
-    int st = idx / B * B;
-    *size = d->n - st < B ? d->n - st : B;
-    *pos = idx - st;
-}
 
 /* Correct predictions of the reference for entries f[0..n) of one model m
  * (per data set into ok[2]). Entries sharing a batch size share a forward
@@ -1738,6 +1912,91 @@ out:
     return r;
 }
 
+/* The layer of s at grid point p as a CSR (entries with removal index
+ * above p), into c. */
+static int csr_at(const dwf_csr *src, const int32_t *q, int p, dwf_csr *c)
+{
+    int64_t nnz = 0;
+    for (int64_t k = 0; k < src->nnz; k++)
+        nnz += q[k] > p;
+    memset(c, 0, sizeof *c);
+    c->rows = src->rows;
+    c->cols = src->cols;
+    c->nnz = nnz;
+    c->indptr = malloc(((size_t)src->rows + 1) * sizeof *c->indptr);
+    c->indices = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *c->indices);
+    c->values = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *c->values);
+    if (!c->indptr || !c->indices || !c->values) {
+        dwf_csr_free(c);
+        return DWF_ENOMEM;
+    }
+    int64_t o = 0;
+    c->indptr[0] = 0;
+    for (int r = 0; r < src->rows; r++) {
+        for (int64_t k = src->indptr[r]; k < src->indptr[r + 1]; k++)
+            if (q[k] > p) {
+                c->indices[o] = src->indices[k];
+                c->values[o++] = src->values[k];
+            }
+        c->indptr[r + 1] = o;
+    }
+    return 0;
+}
+
+/* Near ties f[0..n) of model e, none from a reference batch of one, where
+ * the kernels are batch-invariant: the reference's own products layer by
+ * layer - model 0's dense copy of a layer with the weights below the
+ * threshold cut (dwf_dense_matmul_cut), else the layer's CSR at the point
+ * (dwf_csr_matmul) - in batches of up to BLK; correct ones into ok[2]. */
+static int ref_mlp(lane *w, const grid *g, int e, const fb_ent *f, int n, int64_t *ok)
+{
+    const plan *P = w->P;
+    const dwf_smodel *s = P->s;
+    int p = P->pt[e].p, nd = P->nd, nc = P->nc, rc = 0;
+    float cut = g->t[p];
+    dwf_csr c[DWF_MAX_LAYERS];
+    memset(c, 0, sizeof c);
+    for (int l = 0; l < nd && !rc; l++)
+        if (!s->dense[P->L[l].li])
+            rc = csr_at(&s->w[P->L[l].li], g->q[P->L[l].li], p, &c[l]);
+    for (int i0 = 0; i0 < n && !rc; i0 += BLK) {
+        int nb = n - i0 < BLK ? n - i0 : BLK;
+        for (int i = 0; i < nb; i++)
+            dwf_dataset_range(P->data[f[i0 + i].ds], &s->norm, f[i0 + i].idx, 1,
+                              w->xs + (size_t)i * P->dim, NULL);
+        dwf_transpose(w->xs, nb, P->dim, w->xf);
+        const float *cur = w->xf;
+        float *buf[2] = {w->hf, w->of};
+        for (int l = 0; l < nd; l++) {
+            const mlp_layer *L = &P->L[l];
+            float *out = buf[l & 1];
+            if (s->dense[L->li])
+                dwf_dense_matmul_cut(s->dense[L->li], L->rows, L->cols, cut, cur, nb, L->bias,
+                                     out);
+            else
+                dwf_csr_matmul(&c[l], cur, nb, L->bias, out);
+            if (L->relu)
+                dwf_relu_forward(out, (int64_t)L->rows * nb, out);
+            cur = out;
+        }
+        for (int i = 0; i < nb; i++) {
+            int am = 0;
+            float m = cur[i];
+            for (int k = 1; k < nc; k++)
+                if (cur[(size_t)k * nb + i] > m) {
+                    m = cur[(size_t)k * nb + i];
+                    am = k;
+                }
+            const fb_ent *fe = &f[i0 + i];
+            ok[fe->ds] += am == P->data[fe->ds]->y[fe->idx];
+        }
+        w->ref_batch += nb;
+    }
+    for (int l = 0; l < nd; l++)
+        dwf_csr_free(&c[l]);
+    return rc;
+}
+
 /* Lane id evaluates the near ties of models id, id + n, ... (< n_use). */
 static void ref_run(void *arg, int id)
 {
@@ -1749,19 +2008,20 @@ static void ref_run(void *arg, int id)
         dwf_smodel m;
         const dwf_smodel *use;
         /* batch-invariant kernels and no entry from a batch of one: the
-         * model's CSR alone gives the reference's logits */
-        int lean = e > 0 && dwf_smodel_batch_invariant();
+         * reference's products alone give its logits */
+        int lean = dwf_smodel_batch_invariant();
         for (int i = t->f0[e]; i < t->f1[e] && lean; i++) {
             int size, pos;
             ref_slot(t->P->data[t->all[i].ds], t->all[i].idx, &size, &pos);
             lean = size > 1;
         }
         if (lean) {
-            w->rc = dwf_smodel_rethreshold_csr(t->P->s, t->g->t[t->P->pt[e].p], &m, &w->err);
-            use = w->rc ? NULL : &m;
-        } else {
-            w->rc = point_model(t->P->s, t->g, t->P->pt[e].p, &m, &use, &w->err);
+            if (ref_mlp(w, t->g, e, t->all + t->f0[e], t->f1[e] - t->f0[e],
+                        w->correct + (size_t)e * 2))
+                w->rc = dwf_errorf(&w->err, DWF_ENOMEM, "threshold curve: out of memory");
+            continue;
         }
+        w->rc = point_model(t->P->s, t->g, t->P->pt[e].p, &m, &use, &w->err);
         if (!w->rc)
             w->rc = ref_eval(w, use, t->all + t->f0[e], t->f1[e] - t->f0[e],
                              w->correct + (size_t)e * 2, &w->err);
@@ -1912,6 +2172,11 @@ static int run_lanes(team *t, dwf_workers *wk, int ds, int n_use, dwf_err *err)
         t->b1++;
     t->n_use = n_use;
     team_run(wk, lane_run, t);
+    for (int i = 0; i < t->n; i++)
+        if (t->lanes[i].rc) {
+            *err = t->lanes[i].err;
+            return t->lanes[i].rc;
+        }
     for (int i = 0; i < t->n; i++)
         if (t->lanes[i].failed)
             return dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
@@ -2093,6 +2358,7 @@ static int curve_incremental(const dwf_smodel *s, plan *P, const grid *g,
             out->stats.samples += (int64_t)(ds == first ? P->n_pt : n_use[ds]) * P->data[ds]->n;
     for (int i = 0; i < nl; i++) {
         out->stats.recomputed += lanes[i].recomputed;
+        out->stats.exact += lanes[i].exact;
         out->stats.reference_batch += lanes[i].ref_batch;
     }
 out:
@@ -2148,6 +2414,7 @@ int dwf_thresh_curve_compute(const dwf_smodel *s, const dwf_dataset *val,
         P.given[k] = P.data[k] ? o.layer0[k] : NULL;
     P.dim = s->arch.in_c * s->arch.in_h * s->arch.in_w;
     P.nc = s->arch.n_classes;
+    P.no_exact = o.no_exact_end;
     const dwf_dataset *data[2] = {P.data[0], P.data[1]};
     if (!o.from_scratch && P.nc >= 1 && (P.data[0] || P.data[1]) && mlp_view(s, &P))
         rc = curve_incremental(s, &P, &g, &o, chance, out, err);

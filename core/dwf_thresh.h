@@ -60,6 +60,8 @@ typedef struct dwf_thresh_stats {
     int models;              /* distinct models evaluated (incl. beyond the stop) */
     int64_t samples;         /* sample x model evaluations */
     int64_t recomputed;      /* ... whose later layers were recomputed */
+    int64_t exact;           /* ... evaluated by the reference forward on
+                                whole blocks (the sparse end of the curve) */
     int64_t reference;       /* ... run through dwf_smodel_forward (near ties) */
     int64_t reference_batch; /* samples those reference batches held in all */
 } dwf_thresh_stats;
@@ -82,6 +84,9 @@ typedef struct dwf_thresh_opts {
                                 tests and benchmarks), 0 (default): incremental */
     int portable;            /* 1: portable C kernels even where AVX-512 is
                                 there (for tests), 0 (default): the fastest */
+    int no_exact_end;        /* 1: certify every model, even where running
+                                the reference forward on every sample
+                                costs less (for tests), 0 (default) */
     const float *layer0[2];  /* optional (NULL: computed here): the first
                                 layer's outputs (bias + W x, before the
                                 activation) of the model itself on val [0]

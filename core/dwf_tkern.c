@@ -361,9 +361,17 @@ void dwf_tk_csr(int fast, const int32_t *ip, const int32_t *ix, const float *v,
  * of n samples. */
 void dwf_tk_given(const float *restrict g, int rows, int n, double *restrict z)
 {
-    for (int j = 0; j < n; j++)
-        for (int r = 0; r < rows; r++)
-            z[(size_t)r * n + j] = g[(size_t)j * rows + r];
+    /* 16 x 16 tiles: the 16 sample rows read stay in L1 while the tile's
+     * unit rows are written whole */
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        int j1 = n - j0 < 16 ? n : j0 + 16;
+        for (int r0 = 0; r0 < rows; r0 += 16) {
+            int r1 = rows - r0 < 16 ? rows : r0 + 16;
+            for (int r = r0; r < r1; r++)
+                for (int j = j0; j < j1; j++)
+                    z[(size_t)r * n + j] = g[(size_t)j * rows + r];
+        }
+    }
 }
 
 /* Per sample of a block (columns of z, hb: rows x n): the layer-0 output
@@ -462,10 +470,46 @@ void dwf_tk_h0_pass(int fast, const double *z, double *hb, const int32_t *rl, in
     h0_pass_c(z, hb, rl, rows, n, relu, rebase, d2, di, h2, hi, f);
 }
 
+/* The same for a few samples (n <= DENSE_FEW): one sample at a time, its
+ * column copied to tmp, each row a 16-wide dot product (a tile of 4 rows x
+ * 1 masked vector would leave 15 of 16 lanes idle). */
+#define DENSE_FEW 4
+__attribute__((target("avx512f"))) static void
+dense_fd_few(const float *restrict W, int rows, int cols, const float *restrict x,
+             int n, const float *restrict bias, double *restrict z, float *restrict tmp)
+{
+    int c16 = cols / 16 * 16;
+    __mmask16 mt = (__mmask16)((1u << (cols - c16)) - 1);
+    for (int j = 0; j < n; j++) {
+        for (int k = 0; k < cols; k++)
+            tmp[k] = x[(size_t)k * n + j];
+        for (int r = 0; r < rows; r++) {
+            const float *w = W + (size_t)r * cols;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+            int k = 0;
+            for (; k + 32 <= c16; k += 32) {
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(tmp + k), a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16), _mm512_loadu_ps(tmp + k + 16), a1);
+            }
+            for (; k < c16; k += 16)
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(tmp + k), a0);
+            if (mt)
+                a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mt, w + c16),
+                                     _mm512_maskz_loadu_ps(mt, tmp + c16), a1);
+            double b0 = bias ? (double)bias[r] : 0.0;
+            z[(size_t)r * n + j] = b0 + (double)_mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        }
+    }
+}
+
 void dwf_tk_dense(int fast, const float *W, int rows, int cols, const float *x, int n,
                   const float *bias, double *z, float *tmp)
 {
 #ifdef TK_X86
+    if (fast && n <= DENSE_FEW) {
+        dense_fd_few(W, rows, cols, x, n, bias, z, tmp);
+        return;
+    }
     if (fast) {
         dense_fd_512(W, rows, cols, x, n, bias, z);
         return;

@@ -31,7 +31,7 @@ static inline double dwf_tk_act(double v, int relu)
 }
 
 /* z = bias + W x for a dense W (rows x cols); bias may be NULL; tmp
- * (rows x n floats) is scratch of the portable path. */
+ * (max(rows x n, cols) floats) is scratch. */
 void dwf_tk_dense(int fast, const float *W, int rows, int cols, const float *x, int n,
                   const float *bias, double *z, float *tmp);
 

@@ -405,11 +405,13 @@ static float *layer0_outputs(const dwf_smodel *s, const dwf_dataset *d)
     return z;
 }
 
-/* Incremental curve (1 thread; 2 threads with the portable kernels; from
- * the caller's first-layer outputs) == from scratch == the models. */
+/* Incremental curve (1 thread; 2 threads with the portable kernels; every
+ * model certified, no exact end; from the caller's first-layer outputs) ==
+ * from scratch == the models. *st and *st_cert (may be NULL) get the
+ * stats of the first and of the one without exact end. */
 static void check_paths(const dwf_smodel *s, const dwf_dataset *val,
                         const dwf_dataset *test, int expect_incremental,
-                        dwf_thresh_stats *st)
+                        dwf_thresh_stats *st, dwf_thresh_stats *st_cert)
 {
     dwf_err e;
     dwf_thresh_opts o;
@@ -423,12 +425,21 @@ static void check_paths(const dwf_smodel *s, const dwf_dataset *val,
     ck_assert_msg(dwf_thresh_curve_compute(s, val, test, &o, &inc2, &e) == 0, "%s", e.msg);
     o.threads = 1;
     o.portable = 0;
+    dwf_thresh_curve cert;
+    o.no_exact_end = 1;
+    ck_assert_msg(dwf_thresh_curve_compute(s, val, test, &o, &cert, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(cert.stats.exact, 0);
+    o.no_exact_end = 0;
     o.from_scratch = 1;
     ck_assert_msg(dwf_thresh_curve_compute(s, val, test, &o, &ref, &e) == 0, "%s", e.msg);
     ck_assert_int_eq(ref.stats.incremental, 0);
     ck_assert_int_ge(inc.n, 3);
     check_same_curve(&inc, &ref);
     check_same_curve(&inc2, &ref);
+    check_same_curve(&cert, &ref);
+    if (st_cert)
+        *st_cert = cert.stats;
+    dwf_thresh_curve_free(&cert);
     dwf_thresh_curve given;
     o.from_scratch = 0;
     o.layer0[0] = val ? layer0_outputs(s, val) : NULL;
@@ -481,16 +492,35 @@ START_TEST(t_incremental_matches_evaluate)
         make_data_side(&test, 270, sd, 50 + k);
         label_by(&val, &s, 3e-3f);
         label_by(&test, &s, 1e-2f);
-        dwf_thresh_stats st;
-        check_paths(&s, &val, &test, 1, &st);
-        /* the lazy later layers skip work; ties go to the reference */
+        dwf_thresh_stats st, sc;
+        check_paths(&s, &val, &test, 1, &st, &sc);
+        /* the lazy later layers skip work; ties go to the reference; the
+         * sparse end runs the reference forward on whole blocks (where
+         * the CPU's kernels are batch-invariant) */
         if (cases[k].n_hidden > 0)
-            ck_assert_int_lt(st.recomputed, st.samples);
+            ck_assert_int_lt(sc.recomputed, sc.samples);
         if (cases[k].ties)
-            ck_assert_int_ge(st.reference, 100);
+            ck_assert_int_ge(sc.reference, 100);
+        if (dwf_smodel_batch_invariant())
+            ck_assert_int_gt(st.exact, 0);
+        ck_assert_int_le(st.recomputed + st.exact, st.samples);
+        if (k == 0) {
+            /* 257 and 129 samples: blocks of one (padded to two at the
+             * exact end), a reference batch of one (left to the reference) */
+            dwf_dataset v1, t1;
+            make_data_side(&v1, 257, sd, 70);
+            make_data_side(&t1, 129, sd, 71);
+            label_by(&v1, &s, 3e-3f);
+            label_by(&t1, &s, 1e-2f);
+            check_paths(&s, &v1, &t1, 1, &st, NULL);
+            if (dwf_smodel_batch_invariant())
+                ck_assert_int_gt(st.exact, 0);
+            dwf_dataset_free(&v1);
+            dwf_dataset_free(&t1);
+        }
         /* one data set only, either one */
-        check_paths(&s, NULL, &test, 1, NULL);
-        check_paths(&s, &val, NULL, 1, NULL);
+        check_paths(&s, NULL, &test, 1, NULL, NULL);
+        check_paths(&s, &val, NULL, 1, NULL, NULL);
         dwf_dataset_free(&val);
         dwf_dataset_free(&test);
         dwf_smodel_free(&s);
@@ -533,7 +563,7 @@ START_TEST(t_other_archs_from_scratch)
         make_data(&test, 600, 80 + k);
         label_by(&val, &s, 1e-3f);
         label_by(&test, &s, 1e-3f);
-        check_paths(&s, &val, &test, 0, NULL);
+        check_paths(&s, &val, &test, 0, NULL, NULL);
         dwf_thresh_opts o;
         dwf_thresh_opts_default(&o);
         dwf_thresh_curve c;
