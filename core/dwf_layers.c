@@ -49,6 +49,17 @@ void dwf_dense_backward(const float *x, const float *w, const float *dy,
 
 /* ---- conv2d ----------------------------------------------------------- */
 
+/* n floats from src to dst: spans of an image row are short, so fixed-size
+ * copies the compiler inlines rather than a memcpy call each. */
+static inline void copy_span(float *restrict dst, const float *restrict src, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        memcpy(dst + i, src + i, 8 * sizeof(float));
+    for (; i < n; i++)
+        memcpy(dst + i, src + i, sizeof(float));
+}
+
 void dwf_im2col(const dwf_conv_shape *s, const float *img, float *col)
 {
     int ohw = s->out_h * s->out_w;
@@ -75,7 +86,7 @@ void dwf_im2col(const dwf_conv_shape *s, const float *img, float *col)
                     for (int ox = 0; ox < lo; ox++)
                         dst[ox] = 0.0f;
                     if (s->stride == 1)
-                        memcpy(dst + lo, src + lo + off, (size_t)(hi - lo) * sizeof(float));
+                        copy_span(dst + lo, src + lo + off, hi - lo);
                     else
                         for (int ox = lo; ox < hi; ox++)
                             dst[ox] = src[ox * s->stride + off];
@@ -170,11 +181,40 @@ void dwf_conv2d_backward(const dwf_conv_shape *s, const float *x,
 
 /* ---- maxpool2d -------------------------------------------------------- */
 
+/* The 2 x 2, stride 2 windows without argmax (inference), branch-free:
+ * the first value above -FLT_MAX and above every one before it in window
+ * order, else (none) the window's first - what the general loop keeps. */
+DWF_VEC static void maxpool2_plane(const float *restrict src, int h, int w, int out_h,
+                                   int out_w, float *restrict dst)
+{
+    for (int oy = 0; oy < out_h; oy++) {
+        if (2 * oy + 1 >= h)
+            break;
+        const float *r0 = src + (size_t)(2 * oy) * w, *r1 = r0 + w;
+        float *d = dst + (size_t)oy * out_w;
+        int full = out_w < w / 2 ? out_w : w / 2;
+        for (int ox = 0; ox < full; ox++) {
+            float v0 = r0[2 * ox], v1 = r0[2 * ox + 1], v2 = r1[2 * ox], v3 = r1[2 * ox + 1];
+            float m = -FLT_MAX;
+            m = v0 > m ? v0 : m;
+            m = v1 > m ? v1 : m;
+            m = v2 > m ? v2 : m;
+            m = v3 > m ? v3 : m;
+            d[ox] = m > -FLT_MAX ? m : v0;
+        }
+    }
+}
+
 void dwf_maxpool_forward(int c, int h, int w, int k, int stride, int out_h,
                          int out_w, const float *x, int b, float *y,
                          int32_t *argmax)
 {
     size_t in_plane = (size_t)h * w, out_plane = (size_t)out_h * out_w;
+    if (!argmax && k == 2 && stride == 2 && out_h <= h / 2 && out_w <= w / 2) {
+        for (size_t pi = 0; pi < (size_t)b * c; pi++)
+            maxpool2_plane(x + pi * in_plane, h, w, out_h, out_w, y + pi * out_plane);
+        return;
+    }
     for (int n = 0; n < b; n++) {
         for (int ch = 0; ch < c; ch++) {
             size_t pi = (size_t)n * c + ch;

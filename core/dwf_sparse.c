@@ -993,17 +993,19 @@ double dwf_smodel_metric(const dwf_smodel *s, const char *key)
 struct dwf_sws {
     int max_batch;
     int64_t act, col, pool; /* per-sample capacities (floats / int32s) */
+    int64_t kmax;           /* largest convolution window (in_c k k) */
     float *buf[2];          /* ping-pong activations, max_batch * act */
-    float *col_buf;         /* im2col of one sample */
+    float *col_buf;         /* im2col (or the padded input) of one sample */
+    int32_t *off;           /* window offsets of a direct convolution */
     float *xin;             /* normalized inputs, max_batch * input dim */
     float *logits;          /* max_batch * n_classes */
 };
 
 /* Per-sample sizes the forward pass of a needs. */
 static void arch_needs(const dwf_arch *a, int64_t *act, int64_t *col,
-                       int64_t *pool)
+                       int64_t *pool, int64_t *kmax)
 {
-    int64_t mx = (int64_t)a->in_c * a->in_h * a->in_w, mc = 0, mp = 0;
+    int64_t mx = (int64_t)a->in_c * a->in_h * a->in_w, mc = 0, mp = 0, mk = 0;
     for (int i = 0; i < a->n_layers; i++) {
         const dwf_layer_spec *l = &a->layers[i];
         int64_t os = (int64_t)l->out_c * l->out_h * l->out_w;
@@ -1013,6 +1015,9 @@ static void arch_needs(const dwf_arch *a, int64_t *act, int64_t *col,
             int64_t c = (int64_t)l->in_c * l->kernel * l->kernel * l->out_h * l->out_w;
             if (c > mc)
                 mc = c;
+            int64_t kk = (int64_t)l->in_c * l->kernel * l->kernel;
+            if (kk > mk)
+                mk = kk;
         }
         if (l->kind == DWF_LAYER_MAXPOOL2D && os > mp)
             mp = os;
@@ -1022,6 +1027,7 @@ static void arch_needs(const dwf_arch *a, int64_t *act, int64_t *col,
     *act = mx;
     *col = mc;
     *pool = mp;
+    *kmax = mk;
 }
 
 void dwf_sws_free(dwf_sws *ws)
@@ -1031,6 +1037,7 @@ void dwf_sws_free(dwf_sws *ws)
     free(ws->buf[0]);
     free(ws->buf[1]);
     free(ws->col_buf);
+    free(ws->off);
     free(ws->xin);
     free(ws->logits);
     free(ws);
@@ -1047,7 +1054,7 @@ int dwf_sws_create(const dwf_smodel *s, int max_batch, dwf_sws **out,
     if (!ws)
         return dwf_errorf(err, DWF_ENOMEM, "out of memory for inference buffers");
     const dwf_arch *a = &s->arch;
-    arch_needs(a, &ws->act, &ws->col, &ws->pool);
+    arch_needs(a, &ws->act, &ws->col, &ws->pool, &ws->kmax);
     ws->max_batch = max_batch;
     size_t b = (size_t)max_batch;
     size_t dim = (size_t)a->in_c * a->in_h * a->in_w;
@@ -1057,8 +1064,10 @@ int dwf_sws_create(const dwf_smodel *s, int max_batch, dwf_sws **out,
     ws->logits = malloc(b * (size_t)a->n_classes * sizeof(float));
     if (ws->col > 0)
         ws->col_buf = malloc((size_t)ws->col * sizeof(float));
+    if (ws->kmax > 0)
+        ws->off = malloc((size_t)ws->kmax * sizeof(int32_t));
     if (!ws->buf[0] || !ws->buf[1] || !ws->xin || !ws->logits ||
-        (ws->col > 0 && !ws->col_buf)) {
+        (ws->col > 0 && !ws->col_buf) || (ws->kmax > 0 && !ws->off)) {
         dwf_sws_free(ws);
         return dwf_errorf(err, DWF_ENOMEM, "out of memory for inference "
                           "buffers (batch %d)", max_batch);
@@ -1180,7 +1189,7 @@ void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restr
 #define DM_STORE(i)                                                           \
     do {                                                                      \
         if (i < nr) {                                                         \
-            float *yr = y + (size_t)(r0 + i) * n + j0;                        \
+            float *yr = DM_Y(i);                                              \
             const VEC b_ = SET1(bias ? bias[r0 + i] : 0.0f);                  \
             STORE(yr, nq == 1 ? ml : FULL, ADD(b_, a##i##0));                 \
             if (nq > 1)                                                       \
@@ -1191,7 +1200,12 @@ void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restr
                 STORE(yr + 3 * W_, ml, ADD(b_, a##i##3));                     \
         }                                                                     \
     } while (0)
-/* cutting (a constant): weights below cut in magnitude count as zeros */
+/* Row k of the input and row i of the tile's output: a matrix with n
+ * columns from column j0, or (a convolution by offsets, DM_CONV) the
+ * window rows off[k] from xb and the output positions from yo of planes of
+ * P. cutting (a constant): weights below cut in magnitude count as zeros. */
+#define DM_X(k) (DM_CONV ? xb + off[k] : x + (size_t)(k) * n + j0)
+#define DM_Y(i) (DM_CONV ? y + (size_t)(r0 + (i)) * P + yo : y + (size_t)(r0 + (i)) * n + j0)
 #define DM_CUT(v) (cutting && !(fabsf(v) >= cut) ? 0.0f : (v))
 #define DM_TILE_BODY                                                          \
     const float *w0 = W + (size_t)r0 * cols;                                  \
@@ -1203,7 +1217,7 @@ void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restr
     VEC a20 = a00, a21 = a00, a22 = a00, a23 = a00;                           \
     VEC a30 = a00, a31 = a00, a32 = a00, a33 = a00;                           \
     for (int k = 0; k < cols; k++) {                                          \
-        const float *xr = x + (size_t)k * n + j0;                             \
+        const float *xr = DM_X(k);                                            \
         VEC x0 = LOAD(xr, nq == 1 ? ml : FULL), x1 = x0, x2 = x0, x3 = x0;    \
         if (nq > 1)                                                           \
             x1 = LOAD(xr + W_, nq == 2 ? ml : FULL);                          \
@@ -1231,12 +1245,90 @@ void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restr
 #define ADD(a, b) _mm512_add_ps(a, b)
 #define LOAD(p, m) _mm512_maskz_loadu_ps(m, p)
 #define STORE(p, m, v) _mm512_mask_storeu_ps(p, m, v)
+#define DM_CONV 0
 __attribute__((target("avx512f"), always_inline)) static inline void
 dm_tile_512(const float *restrict W, int cols, int r0, int nr, const float *restrict x,
             size_t n, size_t j0, const int nq, __mmask16 ml, const float *restrict bias,
             float *restrict y, float cut, const int cutting)
 {
+    const float *xb = NULL;
+    const int32_t *off = NULL;
+    size_t P = 0, yo = 0;
     DM_TILE_BODY
+}
+#undef DM_CONV
+
+/* The convolution tile: output positions yo.. of one output row, whose
+ * window rows for k are xb + off[k]; the same arithmetic per output as
+ * dense_mm_512 on the im2col matrix. */
+#define DM_CONV 1
+__attribute__((target("avx512f"), always_inline)) static inline void
+dc_tile_512(const float *restrict W, int cols, int r0, int nr, const float *restrict xb,
+            const int32_t *restrict off, size_t P, size_t yo, const int nq, __mmask16 ml,
+            const float *restrict bias, float *restrict y)
+{
+    const float *x = NULL;
+    size_t n = 0, j0 = 0;
+    const float cut = 0.0f;
+    const int cutting = 0;
+    DM_TILE_BODY
+}
+#undef DM_CONV
+
+/* A stride-1 convolution of one sample with a dense weight (rows = output
+ * channels, cols = in_c k k): xp is the (padded) input, planes of ph x pw,
+ * off[k] the offset of window element k; y (rows x oh ow). */
+__attribute__((target("avx512f"))) static void
+dense_conv_512(const float *restrict W, int rows, int cols, const float *restrict xp,
+               int pw, const int32_t *restrict off, int oh, int ow,
+               const float *restrict bias, float *restrict y)
+{
+    size_t P = (size_t)oh * ow;
+    for (int oy = 0; oy < oh; oy++)
+        for (int ox0 = 0; ox0 < ow; ox0 += 64) {
+            int m = ow - ox0 < 64 ? ow - ox0 : 64, nq = (m + 15) / 16;
+            __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
+            const float *xb = xp + (size_t)oy * pw + ox0;
+            size_t yo = (size_t)oy * ow + ox0;
+            for (int r0 = 0; r0 < rows; r0 += 4) {
+                int nr = rows - r0 < 4 ? rows - r0 : 4;
+                switch (nq) {
+                case 1: dc_tile_512(W, cols, r0, nr, xb, off, P, yo, 1, ml, bias, y); break;
+                case 2: dc_tile_512(W, cols, r0, nr, xb, off, P, yo, 2, ml, bias, y); break;
+                case 3: dc_tile_512(W, cols, r0, nr, xb, off, P, yo, 3, ml, bias, y); break;
+                default: dc_tile_512(W, cols, r0, nr, xb, off, P, yo, 4, ml, bias, y); break;
+                }
+            }
+        }
+}
+
+/* The same with a CSR weight (spmm_512's arithmetic per output). */
+__attribute__((target("avx512f"))) static void
+csr_conv_512(const int64_t *restrict ip, const int32_t *restrict ix, const float *restrict v,
+             int rows, const float *restrict xp, int pw, const int32_t *restrict off, int oh,
+             int ow, const float *restrict bias, float *restrict y)
+{
+    size_t P = (size_t)oh * ow;
+    for (int oy = 0; oy < oh; oy++)
+        for (int ox0 = 0; ox0 < ow; ox0 += 32) {
+            int m = ow - ox0 < 32 ? ow - ox0 : 32;
+            __mmask16 k0 = (__mmask16)(m >= 16 ? 0xffff : (1u << m) - 1);
+            __mmask16 k1 = (__mmask16)(m >= 32 ? 0xffff : m <= 16 ? 0 : (1u << (m - 16)) - 1);
+            const float *xb = xp + (size_t)oy * pw + ox0;
+            for (int r = 0; r < rows; r++) {
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+                for (int64_t k = ip[r]; k < ip[r + 1]; k++) {
+                    const __m512 w = _mm512_set1_ps(v[k]);
+                    const float *xr = xb + off[ix[k]];
+                    a0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(k0, xr), a0);
+                    a1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(k1, xr + 16), a1);
+                }
+                const __m512 b = _mm512_set1_ps(bias ? bias[r] : 0.0f);
+                float *yr = y + (size_t)r * P + (size_t)oy * ow + ox0;
+                _mm512_mask_storeu_ps(yr, k0, _mm512_add_ps(b, a0));
+                _mm512_mask_storeu_ps(yr + 16, k1, _mm512_add_ps(b, a1));
+            }
+        }
 }
 
 __attribute__((target("avx512f"), always_inline)) static inline void
@@ -1292,13 +1384,18 @@ dense_mm_512_cut(const float *restrict W, int rows, int cols, const float *restr
 #define ADD(a, b) _mm256_add_ps(a, b)
 #define LOAD(p, m) _mm256_maskload_ps(p, m)
 #define STORE(p, m, v) _mm256_maskstore_ps(p, m, v)
+#define DM_CONV 0
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 dm_tile_avx2(const float *restrict W, int cols, int r0, int nr, const float *restrict x,
              size_t n, size_t j0, const int nq, __m256i ml, const float *restrict bias,
              float *restrict y, float cut, const int cutting)
 {
+    const float *xb = NULL;
+    const int32_t *off = NULL;
+    size_t P = 0, yo = 0;
     DM_TILE_BODY
 }
+#undef DM_CONV
 
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 dense_mm_avx2_body(const float *restrict W, int rows, int cols, const float *restrict x,
@@ -1347,6 +1444,8 @@ dense_mm_avx2_cut(const float *restrict W, int rows, int cols, const float *rest
 #undef DM_STORE
 #undef DM_TILE_BODY
 #undef DM_CUT
+#undef DM_X
+#undef DM_Y
 #endif
 
 int dwf_smodel_batch_invariant(void)
@@ -1423,6 +1522,49 @@ static void layer_mul(const dwf_smodel *s, int i, const float *x, int n,
                 1.0f, d, c->cols, x, n, bias ? 1.0f : 0.0f, y, n);
 }
 
+/* Convolution layer i of one sample without im2col where the AVX-512
+ * kernels run (isa < 0, stride 1): the window rows read in place from the
+ * input (zero-padded into col_buf when the layer pads), the same
+ * arithmetic as im2col and the layer's product. Returns 0 when it does not
+ * apply (the caller takes the im2col path). */
+static int conv_direct(const dwf_smodel *s, int i, const dwf_conv_shape *cs, dwf_sws *ws,
+                       const float *img, float *y, int isa)
+{
+#ifdef SELL_X86
+    if (isa >= 0 || cs->stride != 1 || !__builtin_cpu_supports("avx512f"))
+        return 0;
+    int ph = cs->in_h + 2 * cs->pad, pw = cs->in_w + 2 * cs->pad;
+    const float *xp = img;
+    if (cs->pad > 0) {
+        /* fits: in_c ph pw <= in_c k k oh ow (ph = oh + k - 1 <= k oh) */
+        float *d = ws->col_buf;
+        memset(d, 0, (size_t)cs->in_c * ph * pw * sizeof(float));
+        for (int c = 0; c < cs->in_c; c++)
+            for (int yy = 0; yy < cs->in_h; yy++)
+                memcpy(d + ((size_t)c * ph + yy + cs->pad) * pw + cs->pad,
+                       img + ((size_t)c * cs->in_h + yy) * cs->in_w,
+                       (size_t)cs->in_w * sizeof(float));
+        xp = d;
+    }
+    int32_t *off = ws->off, K = cs->in_c * cs->k * cs->k;
+    for (int c = 0, k = 0; c < cs->in_c; c++)
+        for (int ky = 0; ky < cs->k; ky++)
+            for (int kx = 0; kx < cs->k; kx++)
+                off[k++] = (c * ph + ky) * pw + kx;
+    const dwf_csr *w = &s->w[i];
+    if (s->dense[i])
+        dense_conv_512(s->dense[i], w->rows, K, xp, pw, off, cs->out_h, cs->out_w,
+                       s->bias[i], y);
+    else
+        csr_conv_512(w->indptr, w->indices, w->values, w->rows, xp, pw, off, cs->out_h,
+                     cs->out_w, s->bias[i], y);
+    return 1;
+#else
+    (void)s, (void)i, (void)cs, (void)ws, (void)img, (void)y, (void)isa;
+    return 0;
+#endif
+}
+
 /* Logits of b <= ws->max_batch normalized inputs. */
 static void forward_chunk(const dwf_smodel *s, dwf_sws *ws, const float *x,
                           int b, float *logits, int isa)
@@ -1464,6 +1606,9 @@ static void forward_chunk(const dwf_smodel *s, dwf_sws *ws, const float *x,
                                  l->out_w, l->kernel, l->stride, l->padding};
             int P = l->out_h * l->out_w;
             for (int n = 0; n < b; n++) {
+                if (conv_direct(s, i, &cs, ws, cur + (size_t)n * in_size,
+                                next + (size_t)n * out_size, isa))
+                    continue;
                 dwf_im2col(&cs, cur + (size_t)n * in_size, ws->col_buf);
                 layer_mul(s, i, ws->col_buf, P, next + (size_t)n * out_size, isa);
             }
@@ -1497,9 +1642,9 @@ static int check_ws(const dwf_smodel *s, const dwf_sws *ws, int b, dwf_err *err)
 {
     if (b < 0)
         return dwf_errorf(err, DWF_EINVAL, "batch size %d must be >= 0", b);
-    int64_t act, col, pool;
-    arch_needs(&s->arch, &act, &col, &pool);
-    if (!ws || act > ws->act || col > ws->col || pool > ws->pool)
+    int64_t act, col, pool, kmax;
+    arch_needs(&s->arch, &act, &col, &pool, &kmax);
+    if (!ws || act > ws->act || col > ws->col || pool > ws->pool || kmax > ws->kmax)
         return dwf_errorf(err, DWF_EINVAL, "inference buffers were made for "
                           "another model");
     return 0;

@@ -2063,17 +2063,30 @@ typedef struct scratch_job {
     int64_t ok[DWF_MAX_THREADS][2];
     int rc[DWF_MAX_THREADS];
     dwf_err err[DWF_MAX_THREADS];
+    /* per thread, kept over the models (fresh buffers cost page faults):
+     * the reference's buffers, a batch and its labels and logits */
+    dwf_sws *ws[DWF_MAX_THREADS];
+    float *x[DWF_MAX_THREADS], *z[DWF_MAX_THREADS];
+    int32_t *y[DWF_MAX_THREADS];
 } scratch_job;
 
+/* Thread id's views through model m as dwf_smodel_evaluate() runs them:
+ * batches of REF_BATCH from the view's start (a multiple of it), argmax. */
 static void scratch_run(void *arg, int id)
 {
     scratch_job *j = arg;
+    const dwf_smodel *m = j->m;
+    int nc = m->arch.n_classes;
     for (int ds = 0; ds < 2 && !j->rc[id]; ds++) {
         const dwf_dataset *v = &j->view[id][ds];
-        double acc, loss;
         j->ok[id][ds] = 0;
-        if (v->n > 0 && !(j->rc[id] = dwf_smodel_evaluate(j->m, v, &acc, &loss, &j->err[id])))
-            j->ok[id][ds] = llround(acc * v->n);
+        for (int st = 0; st < v->n && !j->rc[id]; st += REF_BATCH) {
+            int b = v->n - st < REF_BATCH ? v->n - st : REF_BATCH;
+            dwf_dataset_range(v, &m->norm, st, b, j->x[id], j->y[id]);
+            j->rc[id] = dwf_smodel_forward(m, j->ws[id], j->x[id], b, j->z[id], &j->err[id]);
+            for (int i = 0; i < b && !j->rc[id]; i++)
+                j->ok[id][ds] += argmax_f(j->z[id] + (size_t)i * nc, nc) == j->y[id][i];
+        }
     }
 }
 
@@ -2104,6 +2117,15 @@ static int curve_from_scratch(const dwf_smodel *s, const dwf_dataset *data[2],
     }
     dwf_workers *wk = NULL;
     int rc = j.n > 1 ? dwf_workers_create(j.n, &wk, err) : 0;
+    int dim = s->arch.in_c * s->arch.in_h * s->arch.in_w;
+    for (int i = 0; i < j.n && !rc; i++) {
+        rc = dwf_sws_create(s, REF_BATCH, &j.ws[i], err);
+        j.x[i] = malloc((size_t)REF_BATCH * dim * sizeof(float));
+        j.z[i] = malloc((size_t)REF_BATCH * s->arch.n_classes * sizeof(float));
+        j.y[i] = malloc((size_t)REF_BATCH * sizeof(int32_t));
+        if (!rc && (!j.x[i] || !j.z[i] || !j.y[i]))
+            rc = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
+    }
     for (int p = 0; p < g->n && !rc; p++) {
         dwf_thresh_point *pt = &out->points[out->n];
         fill_point(s, g, p, pt);
@@ -2147,6 +2169,12 @@ static int curve_from_scratch(const dwf_smodel *s, const dwf_dataset *data[2],
             break;
     }
     dwf_workers_free(wk);
+    for (int i = 0; i < j.n; i++) {
+        dwf_sws_free(j.ws[i]);
+        free(j.x[i]);
+        free(j.z[i]);
+        free(j.y[i]);
+    }
     return rc;
 }
 

@@ -481,6 +481,23 @@ static void pool_case(int b, int ch, int h, int w, int k, int stride)
                 CHECK(c.x[(size_t)n * h * w + c.am[o]] == best);
             }
 
+    /* without argmax (inference): the same bits, also with -0, infinities,
+     * -FLT_MAX and NaN in the windows */
+    float *x2 = alloc_f(nx), *y1 = alloc_f(ny), *y2 = alloc_f(ny);
+    int32_t *am2 = calloc(ny, sizeof(int32_t));
+    const float odd[] = {-0.0f, 0.0f, -INFINITY, INFINITY, -FLT_MAX, NAN};
+    for (size_t i = 0; i < nx; i++)
+        x2[i] = i % 3 ? odd[(i * 7) % 6] : c.x[i];
+    dwf_maxpool_forward(ch, h, w, k, stride, c.oh, c.ow, x2, b, y1, am2);
+    dwf_maxpool_forward(ch, h, w, k, stride, c.oh, c.ow, x2, b, y2, NULL);
+    CHECK(memcmp(y1, y2, ny * sizeof(float)) == 0);
+    dwf_maxpool_forward(ch, h, w, k, stride, c.oh, c.ow, c.x, b, y2, NULL);
+    CHECK(memcmp(c.y, y2, ny * sizeof(float)) == 0);
+    free(x2);
+    free(y1);
+    free(y2);
+    free(am2);
+
     for (size_t i = 0; i < nx; i++)
         dx[i] = 5.0f; /* overwritten */
     dwf_maxpool_backward(ch, h, w, c.oh, c.ow, c.r, c.am, b, dx);
