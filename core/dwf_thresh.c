@@ -183,22 +183,41 @@ static void grid_free(grid *g)
 }
 
 /* First p in [1, n) whose model lacks a weight of magnitude a (n if none):
- * the grid is ascending, so "!(a >= t[p])" is monotone in p (NaN: p = 1). */
+ * the grid is ascending, so "a >= t[p]" holds for p = 1 .. c and then no
+ * more; p = c + 1 (NaN: c = 0). Branch-free (the weights' magnitudes come
+ * in no order, so a branchy search mispredicts about every step). */
 static int32_t removal_index(const float *t, int n, float a)
 {
-    if (n < 2)
-        return n;
-    if (!(a >= t[1]))
-        return 1;
-    int lo = 1, hi = n; /* a >= t[lo]; t[hi] (or the end) lacks it */
-    while (hi - lo > 1) {
-        int mid = lo + (hi - lo) / 2;
-        if (a >= t[mid])
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return hi;
+    int m = n - 1, c = 0, step = 1;
+    while (2 * step <= m)
+        step *= 2;
+    for (; step > 0; step >>= 1)
+        c += (c + step <= m && a >= t[c + step]) ? step : 0;
+    return c + 1;
+}
+
+/* q[k] = removal_index(t, n, |v[k]|) for k < nnz: on short grids by
+ * counting the thresholds each magnitude reaches (branch-free, across 16
+ * weights at once: the same c as the search, the grid being ascending). */
+static void removal_indices(const float *t, int n, const float *v, int64_t nnz, int32_t *q)
+{
+    int64_t k = 0;
+    if (n <= 64)
+        for (; k + 16 <= nnz; k += 16) {
+            float a[16];
+            int32_t c[16];
+            for (int l = 0; l < 16; l++) {
+                a[l] = fabsf(v[k + l]);
+                c[l] = 1;
+            }
+            for (int p = 1; p < n; p++)
+                for (int l = 0; l < 16; l++)
+                    c[l] += a[l] >= t[p];
+            for (int l = 0; l < 16; l++)
+                q[k + l] = c[l];
+        }
+    for (; k < nnz; k++)
+        q[k] = removal_index(t, n, fabsf(v[k]));
 }
 
 static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
@@ -246,19 +265,21 @@ static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
         g->q[i] = malloc((size_t)(c->nnz > 0 ? c->nnz : 1) * sizeof *g->q[i]);
         if (!g->q[i])
             goto oom;
-        /* removals per point, then non-zeros = entries removed later */
-        for (int64_t k = 0; k < c->nnz; k++) {
-            int32_t q = removal_index(g->t, g->n, fabsf(c->values[k]));
-            g->q[i][k] = q;
-            if (q < g->n)
-                g->nz[(size_t)q * a->n_layers + i]++;
-        }
+        removal_indices(g->t, g->n, c->values, c->nnz, g->q[i]);
+        /* removals per point (four interleaved counts: a run of equal q
+         * would chain the increments), then non-zeros = removed later */
+        int64_t *gone = calloc((size_t)4 * (g->n + 1), sizeof *gone);
+        if (!gone)
+            goto oom;
+        for (int64_t k = 0; k < c->nnz; k++)
+            gone[(size_t)(k & 3) * (g->n + 1) + g->q[i][k]]++;
         int64_t left = c->nnz;
         for (int p = 0; p < g->n; p++) {
-            int64_t gone = g->nz[(size_t)p * a->n_layers + i];
-            left -= gone;
+            left -= gone[p] + gone[g->n + 1 + p] + gone[2 * (g->n + 1) + p] +
+                    gone[3 * (g->n + 1) + p];
             g->nz[(size_t)p * a->n_layers + i] = left; /* q >= 1: none gone at 0 */
         }
+        free(gone);
     }
     return 0;
 oom:
@@ -1727,6 +1748,25 @@ static void exact_block(lane *w, int e, int n, int ds, int st)
     w->exact += n;
 }
 
+/* Per sample (column of the features x n block xf): 2-norm (with slack
+ * for its rounding) and inf-norm, across the samples (one chain each). */
+DWF_VEC static void input_norms(const float *restrict xf, int dim, int n,
+                                double *restrict x2, double *restrict xi)
+{
+    for (int s = 0; s < n; s++)
+        x2[s] = xi[s] = 0.0;
+    for (int j = 0; j < dim; j++) {
+        const float *r = xf + (size_t)j * n;
+        for (int s = 0; s < n; s++) {
+            double v = r[s], av = fabs(v);
+            x2[s] += v * v;
+            xi[s] = av > xi[s] ? av : xi[s];
+        }
+    }
+    for (int s = 0; s < n; s++)
+        x2[s] = sqrt(x2[s]) * (1.0 + 1e-9);
+}
+
 static void run_block(lane *w, int ds, int st, int n, int n_use)
 {
     const plan *P = w->P;
@@ -1734,17 +1774,7 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
     int R0 = L0->rows, C0 = L0->cols;
     dwf_dataset_range(P->data[ds], &P->s->norm, st, n, w->xs, w->ys);
     dwf_transpose(w->xs, n, C0, w->xf);
-    for (int s = 0; s < n; s++) {
-        double a2 = 0.0, ai = 0.0;
-        const float *x = w->xs + (size_t)s * C0;
-        for (int j = 0; j < C0; j++) {
-            double v = x[j];
-            a2 += v * v;
-            ai = mx(ai, fabs(v));
-        }
-        w->x2[s] = sqrt(a2) * (1.0 + 1e-9);
-        w->xi[s] = ai;
-    }
+    input_norms(w->xf, C0, n, w->x2, w->xi);
     int last_ng = 0, tries = 0, wins = 0;
     for (int e = 0; e < n_use; e++) {
         const pt_plan *pp = &P->pt[e];
