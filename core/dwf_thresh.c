@@ -1785,7 +1785,7 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
         }
         switch (e == 0 && P->given[ds] ? L0_GIVEN : pp->mode) {
         case L0_GIVEN:
-            dwf_tk_given(P->given[ds] + (size_t)st * R0, R0, n, w->z0);
+            dwf_tk_given(P->given[ds] + (size_t)st * R0, R0, n, w->z0, w->tmp);
             break;
         case L0_DENSE:
             dwf_tk_dense(P->fast, pp->wd, R0, C0, w->xf, n, L0->bias, w->z0, w->tmp);

@@ -10,6 +10,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "dwf_sparse.h"
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define TK_X86 1
 #include <immintrin.h>
@@ -359,19 +361,14 @@ void dwf_tk_csr(int fast, const int32_t *ip, const int32_t *ix, const float *v,
 
 /* z (rows x n, double) = the caller's layer-0 outputs g (n x rows, float)
  * of n samples. */
-void dwf_tk_given(const float *restrict g, int rows, int n, double *restrict z)
+void dwf_tk_given(const float *restrict g, int rows, int n, double *restrict z,
+                  float *restrict tmp)
 {
-    /* 16 x 16 tiles: the 16 sample rows read stay in L1 while the tile's
-     * unit rows are written whole */
-    for (int j0 = 0; j0 < n; j0 += 16) {
-        int j1 = n - j0 < 16 ? n : j0 + 16;
-        for (int r0 = 0; r0 < rows; r0 += 16) {
-            int r1 = rows - r0 < 16 ? rows : r0 + 16;
-            for (int r = r0; r < r1; r++)
-                for (int j = j0; j < j1; j++)
-                    z[(size_t)r * n + j] = g[(size_t)j * rows + r];
-        }
-    }
+    /* the float transpose (8 x 8 register blocks), then a linear widening */
+    dwf_transpose(g, n, rows, tmp);
+    size_t total = (size_t)rows * n;
+    for (size_t i = 0; i < total; i++)
+        z[i] = tmp[i];
 }
 
 /* Per sample of a block (columns of z, hb: rows x n): the layer-0 output

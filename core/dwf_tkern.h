@@ -47,8 +47,9 @@ void dwf_tk_csr_wide(int fast, const int32_t *ip, const int32_t *ix, const float
                      int cols, const float *x, int n, int set, const float *bias, double *z,
                      float *acc, int32_t *cur);
 
-/* z = the caller's outputs g (n x rows, sample-major float). */
-void dwf_tk_given(const float *g, int rows, int n, double *z);
+/* z = the caller's outputs g (n x rows, sample-major float); tmp holds
+ * rows x n floats. */
+void dwf_tk_given(const float *g, int rows, int n, double *z, float *tmp);
 
 /* Per sample of a block, over the units rl[0..rows) of z and hb (rows x n):
  * v = act(z); the change since the base |v - hb| (2-norm into d2, inf-norm
