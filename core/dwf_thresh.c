@@ -586,7 +586,7 @@ static int plan_later(plan *P, const grid *g, int e, int l, double op0,
     lp->n1 = calloc((size_t)L->rows, sizeof(double));
     lp->c2 = calloc((size_t)L->rows, sizeof(double));
     lp->c1 = calloc((size_t)L->rows, sizeof(double));
-    if (!lp->n2 || !lp->n1 || !lp->c2 || !lp->c1 || mat_select(c, q, p, &lp->w))
+    if (!lp->n2 || !lp->n1 || !lp->c2 || !lp->c1)
         return DWF_ENOMEM;
     double frob = 0.0, frob_rem = 0.0, colmax = 0.0;
     memset(col, 0, (size_t)L->cols * sizeof *col);
@@ -616,18 +616,22 @@ static int plan_later(plan *P, const grid *g, int e, int l, double op0,
     lp->op = lp->op_rig = mn(sqrt(frob), sqrt(colmax * lp->n1max)) * (1.0 + 1e-9);
     lp->f2rem = frob_rem;
     /* dense enough for the dense kernel (the crossover of dwf_sparse),
-     * when a copy for every model fits the budget */
+     * when a copy for every model fits the budget: the dense copy alone
+     * (model 0 keeps its CSR for the spectral estimate), else the CSR */
     size_t dn = (size_t)L->rows * L->cols;
-    int64_t nnz = lp->w.ptr[L->rows];
+    int64_t nnz = (int64_t)c->nnz - lp->n_rem;
     if ((double)nnz > DWF_SPARSE_CROSSOVER * (double)dn &&
         (double)dn * sizeof(float) * P->ex_from <= (double)DENSE_BUDGET) {
         lp->wd = calloc(dn, sizeof *lp->wd);
         if (!lp->wd)
             return DWF_ENOMEM;
         for (int r = 0; r < L->rows; r++)
-            for (int32_t k = lp->w.ptr[r]; k < lp->w.ptr[r + 1]; k++)
-                lp->wd[(size_t)r * L->cols + lp->w.idx[k]] = lp->w.val[k];
+            for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++)
+                if (q[k] > p)
+                    lp->wd[(size_t)r * L->cols + c->indices[k]] = c->values[k];
     }
+    if ((!lp->wd || e == 0) && mat_select(c, q, p, &lp->w))
+        return DWF_ENOMEM;
     if (l < P->nd - 1 && isfinite(op0))
         lp->op = mn(lp->op, op0 + sqrt(frob_rem));
     return 0;
