@@ -163,6 +163,19 @@ static int argmax_f(const float *z, int c)
     return am;
 }
 
+/* argmax_f of column s of z (c x n, feature-major). */
+static int argmax_col(const float *z, int c, int n, int s)
+{
+    int am = 0;
+    float m = z[s];
+    for (int j = 1; j < c; j++)
+        if (z[(size_t)j * n + s] > m) {
+            m = z[(size_t)j * n + s];
+            am = j;
+        }
+    return am;
+}
+
 /* ---- the grid ------------------------------------------------------------ */
 
 typedef struct grid {
@@ -1735,19 +1748,13 @@ static void exact_block(lane *w, int e, int n, int ds, int st)
         cur = out;
     }
     for (int s = 0; s < n; s++) {
-        int size, pos, am = 0;
+        int size, pos;
         ref_slot(P->data[ds], st + s, &size, &pos);
         if (size < 2) {
             add_fb(w, e, ds, st + s);
             continue;
         }
-        float m = cur[s]; /* argmax_f over the classes, feature-major */
-        for (int c = 1; c < P->nc; c++)
-            if (cur[(size_t)c * n + s] > m) {
-                m = cur[(size_t)c * n + s];
-                am = c;
-            }
-        w->correct[e * 2 + ds] += am == w->ys[s];
+        w->correct[e * 2 + ds] += argmax_col(cur, P->nc, n, s) == w->ys[s];
     }
     w->exact += n;
 }
@@ -2014,15 +2021,8 @@ static int ref_mlp(lane *w, const grid *g, int e, const fb_ent *f, int n, int64_
             cur = out;
         }
         for (int i = 0; i < nb; i++) {
-            int am = 0;
-            float m = cur[i];
-            for (int k = 1; k < nc; k++)
-                if (cur[(size_t)k * nb + i] > m) {
-                    m = cur[(size_t)k * nb + i];
-                    am = k;
-                }
             const fb_ent *fe = &f[i0 + i];
-            ok[fe->ds] += am == P->data[fe->ds]->y[fe->idx];
+            ok[fe->ds] += argmax_col(cur, nc, nb, i) == P->data[fe->ds]->y[fe->idx];
         }
         w->ref_batch += nb;
     }

@@ -18,8 +18,12 @@
  * change cannot certify (dwf_thresh.c explains the method). Samples whose
  * top two logits are close enough for float32 rounding to decide between
  * them (within 16 standard deviations of the probabilistic rounding model)
- * are evaluated by dwf_smodel_forward() itself, in a batch of the size
- * and at the position dwf_smodel_evaluate() gives them. So every point's
+ * get the reference's own logits: its products layer by layer where its
+ * kernels are batch-invariant (dwf_smodel_batch_invariant), else
+ * dwf_smodel_forward() in a batch of the size and at the position
+ * dwf_smodel_evaluate() gives them. At the sparse end, once that is
+ * cheaper, every sample gets the reference's products (the model without
+ * the hidden units nothing reads). So every point's
  * accuracies are those of dwf_smodel_evaluate() on the model
  * dwf_smodel_rethreshold() makes at its threshold (point 0: the model),
  * sample by sample - tests/check_thresh.c checks it bit for bit. Other
