@@ -873,12 +873,16 @@ typedef struct plan_job {
     int rc[DWF_MAX_THREADS];
 } plan_job;
 
-/* Lane id plans the later layers of models 1 + id, 1 + id + n, ... */
+static int ex_build(const plan *P, const grid *g, int p, ex_model *x);
+
+/* Lane id plans the later layers of models 1 + id, 1 + id + n, ... of
+ * the certified path, and builds the models ex_from + id, ... of the
+ * exact end. */
 static void plan_run(void *arg, int id)
 {
     plan_job *j = arg;
     plan *P = j->P;
-    for (int e = 1 + id; e < P->ex_from && !j->rc[id]; e += j->n) {
+    for (int e = 1 + id; P->nd > 1 && e < P->ex_from && !j->rc[id]; e += j->n) {
         P->pt[e].lat = calloc((size_t)(P->nd - 1), sizeof(lat_pt));
         if (!P->pt[e].lat) {
             j->rc[id] = DWF_ENOMEM;
@@ -887,6 +891,8 @@ static void plan_run(void *arg, int id)
         for (int l = 1; l < P->nd && !j->rc[id]; l++)
             j->rc[id] = plan_later(P, j->g, e, l, j->op0[l], j->col[id]);
     }
+    for (int e = P->ex_from + id; e < P->n_pt && !j->rc[id]; e += j->n)
+        j->rc[id] = ex_build(P, j->g, P->pt[e].p, &P->ex[e - P->ex_from]);
 }
 
 /* The exact-end model of grid point p (compacted, see ex_model). */
@@ -984,6 +990,9 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
     free(emap);
     if (rc)
         goto oom;
+    if (P->ex_from < P->n_pt &&
+        !(P->ex = calloc((size_t)(P->n_pt - P->ex_from), sizeof *P->ex)))
+        goto oom;
     int maxc = 1;
     for (int l = 1; l < P->nd; l++)
         maxc = P->L[l].cols > maxc ? P->L[l].cols : maxc;
@@ -1009,7 +1018,7 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
             lp->op = mn(lp->op, op0[l]);
         }
     }
-    if (!rc && P->nd > 1) {
+    if (!rc && (P->nd > 1 || P->ex_from < P->n_pt)) {
         if (wk)
             dwf_workers_run(wk, plan_run, &job);
         else
@@ -1064,14 +1073,7 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
         rc = plan_compact(P, &P->pt[e]);
     if (rc)
         goto oom;
-    if (P->ex_from < P->n_pt) {
-        P->ex = calloc((size_t)(P->n_pt - P->ex_from), sizeof *P->ex);
-        if (!P->ex)
-            goto oom;
-        for (int e = P->ex_from; e < P->n_pt; e++)
-            if (ex_build(P, g, P->pt[e].p, &P->ex[e - P->ex_from]))
-                goto oom;
-    }
+
     P->max_rows = 1;
     for (int l = 0; l < P->nd; l++)
         if (P->L[l].rows > P->max_rows)
