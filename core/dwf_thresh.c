@@ -353,19 +353,70 @@ typedef struct mlp_layer {
     double gam;           /* u sqrt(cols + 2): rounding std per sum |terms| */
 } mlp_layer;
 
+/* Memory of a plan: bump allocation from chunks of at least 2 MB marked
+ * for transparent huge pages (big_alloc), all released together by
+ * arena_free - a plan's hundreds of arrays fresh from malloc cost a page
+ * fault per 4 KB (about 12 us each on the bench VM), a tenth of a first
+ * curve. One arena per planning lane (no locking). */
+#define ARENA_CHUNK ((size_t)2 << 20)
+typedef struct arena {
+    char *cur, *end;
+    void **chunks;
+    int n, cap;
+} arena;
+
+static void *big_alloc(size_t n);
+
+static void *arena_alloc(arena *a, size_t n)
+{
+    n = (n + 63) / 64 * 64;
+    if (n == 0)
+        n = 64;
+    if ((size_t)(a->end - a->cur) < n) {
+        if (a->n == a->cap) {
+            int cap = a->cap ? 2 * a->cap : 16;
+            void **c = realloc(a->chunks, (size_t)cap * sizeof *c);
+            if (!c)
+                return NULL;
+            a->chunks = c;
+            a->cap = cap;
+        }
+        size_t sz = n > ARENA_CHUNK ? (n + ARENA_CHUNK - 1) / ARENA_CHUNK * ARENA_CHUNK
+                                    : ARENA_CHUNK;
+        char *m = big_alloc(sz);
+        if (!m)
+            return NULL;
+        a->chunks[a->n++] = m;
+        a->cur = m;
+        a->end = m + sz;
+    }
+    void *r = a->cur;
+    a->cur += n;
+    return r;
+}
+
+static void *arena_calloc(arena *a, size_t n, size_t size)
+{
+    void *r = arena_alloc(a, n * size);
+    if (r)
+        memset(r, 0, n * size);
+    return r;
+}
+
+static void arena_free(arena *a)
+{
+    for (int i = 0; i < a->n; i++)
+        free(a->chunks[i]);
+    free(a->chunks);
+    memset(a, 0, sizeof *a);
+}
+
 /* A sparse matrix of this file's kernels (int32 everywhere). */
 typedef struct mat {
     int32_t *ptr, *idx;
     float *val;
 } mat;
 
-static void mat_free(mat *m)
-{
-    free(m->ptr);
-    free(m->idx);
-    free(m->val);
-    memset(m, 0, sizeof *m);
-}
 
 typedef struct lat_pt {   /* a later layer (l >= 1) in one model */
     mat w;                /* its weights (columns renumbered when the layer
@@ -438,6 +489,7 @@ typedef struct plan {
                              blocks (n_pt: none) */
     struct ex_model *ex;
     int no_exact;         /* opts->no_exact_end */
+    arena mem[DWF_MAX_THREADS]; /* everything above, by planning lane */
 } plan;
 
 /* The layers as dense (+ relu) steps, or 0 when the path does not apply:
@@ -483,52 +535,22 @@ static int mlp_view(const dwf_smodel *s, plan *P)
 
 static void plan_free(plan *P)
 {
-    for (int e = 0; P->pt && e < P->n_pt; e++) {
-        pt_plan *pp = &P->pt[e];
-        free(pp->wd);
-        mat_free(&pp->full);
-        mat_free(&pp->rem);
-        free(pp->n2);
-        free(pp->n1);
-        free(pp->m2);
-        free(pp->m1);
-        free(pp->live);
-        free(pp->touch);
-        for (int l = 0; pp->lat && l < P->nd - 1; l++) {
-            lat_pt *c = &pp->lat[l];
-            mat_free(&c->w);
-            mat_free(&c->wc);
-            free(c->bias_c);
-            free(c->wd);
-            free(c->n2);
-            free(c->n1);
-            free(c->c2);
-            free(c->c1);
-        }
-        free(pp->lat);
-    }
-    for (int e = P->ex_from; P->ex && e < P->n_pt; e++)
-        for (int l = 0; l < P->nd; l++) {
-            dwf_csr_free(&P->ex[e - P->ex_from].w[l]);
-            free(P->ex[e - P->ex_from].b[l]);
-        }
-    free(P->ex);
-    free(P->pt);
-    free(P->blk);
+    for (int i = 0; i < DWF_MAX_THREADS; i++)
+        arena_free(&P->mem[i]);
     P->pt = NULL;
     P->blk = NULL;
     P->ex = NULL;
 }
 
 /* The entries of c kept at grid point p (removal index > p) as a mat. */
-static int mat_select(const dwf_csr *c, const int32_t *q, int p, mat *m)
+static int mat_select(const dwf_csr *c, const int32_t *q, int p, mat *m, arena *a)
 {
     int64_t n = 0;
     for (int64_t k = 0; k < c->nnz; k++)
         n += q[k] > p;
-    m->ptr = malloc(((size_t)c->rows + 1) * sizeof *m->ptr);
-    m->idx = malloc((size_t)(n > 0 ? n : 1) * sizeof *m->idx);
-    m->val = malloc((size_t)(n > 0 ? n : 1) * sizeof *m->val);
+    m->ptr = arena_alloc(a, ((size_t)c->rows + 1) * sizeof *m->ptr);
+    m->idx = arena_alloc(a, (size_t)n * sizeof *m->idx);
+    m->val = arena_alloc(a, (size_t)n * sizeof *m->val);
     if (!m->ptr || !m->idx || !m->val)
         return DWF_ENOMEM;
     int32_t o = 0;
@@ -588,17 +610,17 @@ static double spectral(const mat *m, int rows, int cols)
 
 /* Later layer l at model e: weights, norms, removed sums, spectral bound. */
 static int plan_later(plan *P, const grid *g, int e, int l, double op0,
-                      double *col)
+                      double *col, arena *a)
 {
     const mlp_layer *L = &P->L[l];
     const dwf_csr *c = &P->s->w[L->li];
     const int32_t *q = g->q[L->li];
     int p = P->pt[e].p;
     lat_pt *lp = &P->pt[e].lat[l - 1];
-    lp->n2 = calloc((size_t)L->rows, sizeof(double));
-    lp->n1 = calloc((size_t)L->rows, sizeof(double));
-    lp->c2 = calloc((size_t)L->rows, sizeof(double));
-    lp->c1 = calloc((size_t)L->rows, sizeof(double));
+    lp->n2 = arena_calloc(a, (size_t)L->rows, sizeof(double));
+    lp->n1 = arena_calloc(a, (size_t)L->rows, sizeof(double));
+    lp->c2 = arena_calloc(a, (size_t)L->rows, sizeof(double));
+    lp->c1 = arena_calloc(a, (size_t)L->rows, sizeof(double));
     if (!lp->n2 || !lp->n1 || !lp->c2 || !lp->c1)
         return DWF_ENOMEM;
     double frob = 0.0, frob_rem = 0.0, colmax = 0.0;
@@ -635,7 +657,7 @@ static int plan_later(plan *P, const grid *g, int e, int l, double op0,
     int64_t nnz = (int64_t)c->nnz - lp->n_rem;
     if ((double)nnz > DWF_SPARSE_CROSSOVER * (double)dn &&
         (double)dn * sizeof(float) * P->ex_from <= (double)DENSE_BUDGET) {
-        lp->wd = calloc(dn, sizeof *lp->wd);
+        lp->wd = arena_calloc(a, dn, sizeof *lp->wd);
         if (!lp->wd)
             return DWF_ENOMEM;
         for (int r = 0; r < L->rows; r++)
@@ -643,7 +665,7 @@ static int plan_later(plan *P, const grid *g, int e, int l, double op0,
                 if (q[k] > p)
                     lp->wd[(size_t)r * L->cols + c->indices[k]] = c->values[k];
     }
-    if ((!lp->wd || e == 0) && mat_select(c, q, p, &lp->w))
+    if ((!lp->wd || e == 0) && mat_select(c, q, p, &lp->w, a))
         return DWF_ENOMEM;
     if (l < P->nd - 1 && isfinite(op0))
         lp->op = mn(lp->op, op0 + sqrt(frob_rem));
@@ -660,9 +682,10 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
     int E = P->n_pt, R = L->rows, rc = 0;
     size_t ER = (size_t)E * R;
     P->ex_from = E;
-    double *sq = calloc((size_t)R, sizeof *sq), *ab = calloc((size_t)R, sizeof *ab);
-    double *rsq = calloc(ER, sizeof *rsq), *rab = calloc(ER, sizeof *rab);
-    int32_t *cnt = calloc(ER, sizeof *cnt);
+    arena *a = &P->mem[0];
+    double *sq = arena_calloc(a, (size_t)R, sizeof *sq), *ab = arena_calloc(a, (size_t)R, sizeof *ab);
+    double *rsq = arena_calloc(a, ER, sizeof *rsq), *rab = arena_calloc(a, ER, sizeof *rab);
+    int32_t *cnt = arena_calloc(a, ER, sizeof *cnt);
     if (!sq || !ab || !rsq || !rab || !cnt) {
         rc = DWF_ENOMEM;
         goto out;
@@ -708,10 +731,10 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
         if (e == 0 && (P->given[0] || !P->data[0]) && (P->given[1] || !P->data[1]))
             pp->mode = L0_GIVEN;
         pp->l0_same = e > 0 && removed == 0;
-        pp->n2 = malloc((size_t)R * sizeof(double));
-        pp->n1 = malloc((size_t)R * sizeof(double));
-        pp->m2 = malloc((size_t)R * sizeof(double));
-        pp->m1 = malloc((size_t)R * sizeof(double));
+        pp->n2 = arena_alloc(a, (size_t)R * sizeof(double));
+        pp->n1 = arena_alloc(a, (size_t)R * sizeof(double));
+        pp->m2 = arena_alloc(a, (size_t)R * sizeof(double));
+        pp->m1 = arena_alloc(a, (size_t)R * sizeof(double));
         if (!pp->n2 || !pp->n1 || !pp->m2 || !pp->m1) {
             rc = DWF_ENOMEM;
             break;
@@ -742,15 +765,15 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
         }
         if (pp->mode == L0_INC) {
             mat *m = &pp->rem;
-            m->ptr = malloc(((size_t)R + 1) * sizeof *m->ptr);
-            m->idx = malloc((size_t)(removed > 0 ? removed : 1) * sizeof *m->idx);
-            m->val = malloc((size_t)(removed > 0 ? removed : 1) * sizeof *m->val);
+            m->ptr = arena_alloc(a, ((size_t)R + 1) * sizeof *m->ptr);
+            m->idx = arena_alloc(a, (size_t)removed * sizeof *m->idx);
+            m->val = arena_alloc(a, (size_t)removed * sizeof *m->val);
             if (!m->ptr || !m->idx || !m->val) {
                 rc = DWF_ENOMEM;
                 break;
             }
             m->ptr[0] = 0;
-            pp->touch = malloc((size_t)R * sizeof *pp->touch);
+            pp->touch = arena_alloc(a, (size_t)R * sizeof *pp->touch);
             if (!pp->touch) {
                 rc = DWF_ENOMEM;
                 break;
@@ -762,10 +785,10 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
                     pp->touch[pp->n_touch++] = r;
             }
         } else if (pp->mode == L0_CSR) {
-            if (mat_select(c, q, p, &pp->full))
+            if (mat_select(c, q, p, &pp->full, a))
                 rc = DWF_ENOMEM;
         } else if (pp->mode == L0_DENSE) {
-            pp->wd = calloc((size_t)R * L->cols, sizeof *pp->wd);
+            pp->wd = arena_calloc(a, (size_t)R * L->cols, sizeof *pp->wd);
             if (!pp->wd) {
                 rc = DWF_ENOMEM;
                 break;
@@ -793,11 +816,6 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
             m->val[o] = c->values[k];
         }
 out:
-    free(sq);
-    free(ab);
-    free(rsq);
-    free(rab);
-    free(cnt);
     return rc;
 }
 
@@ -834,11 +852,12 @@ static int plan_compact(plan *P, pt_plan *pp)
             continue;
         }
         mat *m = &c->wc;
-        m->ptr = malloc(((size_t)n + 1) * sizeof *m->ptr);
-        m->idx = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *m->idx);
-        m->val = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *m->val);
+        arena *a = &P->mem[0];
+        m->ptr = arena_alloc(a, ((size_t)n + 1) * sizeof *m->ptr);
+        m->idx = arena_alloc(a, (size_t)nnz * sizeof *m->idx);
+        m->val = arena_alloc(a, (size_t)nnz * sizeof *m->val);
         const float *bias = P->L[l].bias;
-        c->bias_c = bias ? malloc((size_t)(n > 0 ? n : 1) * sizeof *c->bias_c) : NULL;
+        c->bias_c = bias ? arena_alloc(a, (size_t)n * sizeof *c->bias_c) : NULL;
         if (!m->ptr || !m->idx || !m->val || (bias && !c->bias_c)) {
             free(pos);
             return DWF_ENOMEM;
@@ -873,7 +892,7 @@ typedef struct plan_job {
     int rc[DWF_MAX_THREADS];
 } plan_job;
 
-static int ex_build(const plan *P, const grid *g, int p, ex_model *x);
+static int ex_build(plan *P, const grid *g, int p, ex_model *x, arena *a);
 
 /* Lane id plans the later layers of models 1 + id, 1 + id + n, ... of
  * the certified path, and builds the models ex_from + id, ... of the
@@ -883,20 +902,20 @@ static void plan_run(void *arg, int id)
     plan_job *j = arg;
     plan *P = j->P;
     for (int e = 1 + id; P->nd > 1 && e < P->ex_from && !j->rc[id]; e += j->n) {
-        P->pt[e].lat = calloc((size_t)(P->nd - 1), sizeof(lat_pt));
+        P->pt[e].lat = arena_calloc(&P->mem[id], (size_t)(P->nd - 1), sizeof(lat_pt));
         if (!P->pt[e].lat) {
             j->rc[id] = DWF_ENOMEM;
             break;
         }
         for (int l = 1; l < P->nd && !j->rc[id]; l++)
-            j->rc[id] = plan_later(P, j->g, e, l, j->op0[l], j->col[id]);
+            j->rc[id] = plan_later(P, j->g, e, l, j->op0[l], j->col[id], &P->mem[id]);
     }
     for (int e = P->ex_from + id; e < P->n_pt && !j->rc[id]; e += j->n)
-        j->rc[id] = ex_build(P, j->g, P->pt[e].p, &P->ex[e - P->ex_from]);
+        j->rc[id] = ex_build(P, j->g, P->pt[e].p, &P->ex[e - P->ex_from], &P->mem[id]);
 }
 
 /* The exact-end model of grid point p (compacted, see ex_model). */
-static int ex_build(const plan *P, const grid *g, int p, ex_model *x)
+static int ex_build(plan *P, const grid *g, int p, ex_model *x, arena *a)
 {
     int nd = P->nd, rc = 0;
     int32_t *map[DWF_MAX_LAYERS] = {NULL}; /* unit -> kept index, or -1 */
@@ -941,10 +960,10 @@ static int ex_build(const plan *P, const grid *g, int p, ex_model *x)
         w->rows = kept[l];
         w->cols = l > 0 ? kept[l - 1] : L->cols;
         w->nnz = nnz;
-        w->indptr = malloc(((size_t)kept[l] + 1) * sizeof *w->indptr);
-        w->indices = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *w->indices);
-        w->values = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *w->values);
-        if (L->bias && !(x->b[l] = malloc((size_t)(kept[l] > 0 ? kept[l] : 1) * sizeof(float))))
+        w->indptr = arena_alloc(a, ((size_t)kept[l] + 1) * sizeof *w->indptr);
+        w->indices = arena_alloc(a, (size_t)nnz * sizeof *w->indices);
+        w->values = arena_alloc(a, (size_t)nnz * sizeof *w->values);
+        if (L->bias && !(x->b[l] = arena_alloc(a, (size_t)kept[l] * sizeof(float))))
             rc = DWF_ENOMEM;
         if (rc || !w->indptr || !w->indices || !w->values) {
             rc = DWF_ENOMEM;
@@ -974,7 +993,7 @@ static int ex_build(const plan *P, const grid *g, int p, ex_model *x)
 static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *err)
 {
     int rc = 0;
-    P->pt = calloc((size_t)g->n, sizeof *P->pt);
+    P->pt = arena_calloc(&P->mem[0], (size_t)g->n, sizeof *P->pt);
     if (!P->pt)
         goto oom;
     P->n_pt = 0;
@@ -991,7 +1010,7 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
     if (rc)
         goto oom;
     if (P->ex_from < P->n_pt &&
-        !(P->ex = calloc((size_t)(P->n_pt - P->ex_from), sizeof *P->ex)))
+        !(P->ex = arena_calloc(&P->mem[0], (size_t)(P->n_pt - P->ex_from), sizeof *P->ex)))
         goto oom;
     int maxc = 1;
     for (int l = 1; l < P->nd; l++)
@@ -1008,10 +1027,11 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
             rc = DWF_ENOMEM;
     /* model 0 first (its spectral norms bound the others'), then the rest
      * on the team */
-    if (!rc && P->nd > 1 && !(P->pt[0].lat = calloc((size_t)(P->nd - 1), sizeof(lat_pt))))
+    if (!rc && P->nd > 1 &&
+        !(P->pt[0].lat = arena_calloc(&P->mem[0], (size_t)(P->nd - 1), sizeof(lat_pt))))
         rc = DWF_ENOMEM;
     for (int l = 1; l < P->nd && !rc; l++) {
-        rc = plan_later(P, g, 0, l, INFINITY, job.col[0]);
+        rc = plan_later(P, g, 0, l, INFINITY, job.col[0], &P->mem[0]);
         if (!rc) {
             lat_pt *lp = &P->pt[0].lat[l - 1];
             op0[l] = l < P->nd - 1 ? spectral(&lp->w, P->L[l].rows, P->L[l].cols) : INFINITY;
@@ -1044,7 +1064,7 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
         }
         double rec = COST_REC_SAMPLE + COST_REC_UNIT * R0 + COST_REC_MAC * (double)later;
         pp->fine = hidden > 0 && 2.0 * COST_FINE_ROW * (double)rows < rec;
-        pp->live = malloc((size_t)R0 * sizeof *pp->live);
+        pp->live = arena_alloc(&P->mem[0], (size_t)R0 * sizeof *pp->live);
         if (!pp->live) {
             rc = DWF_ENOMEM;
             break;
@@ -1082,7 +1102,7 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
     for (int ds = 0; ds < 2; ds++)
         if (has_data(P->data[ds]))
             nb += (P->data[ds]->n + BLK - 1) / BLK;
-    P->blk = malloc((size_t)(nb > 0 ? nb : 1) * sizeof *P->blk);
+    P->blk = arena_alloc(&P->mem[0], (size_t)nb * sizeof *P->blk);
     if (!P->blk)
         goto oom;
     P->n_blk = 0;
