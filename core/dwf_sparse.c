@@ -7,10 +7,15 @@
  * CSR product whose inner loop is a contiguous axpy over the batch (and
  * the layout is kept through relu / flatten until a conv or pool layer or
  * the logits need sample-major order again); with AVX2 each row keeps 64
- * batch columns in registers (spmm_avx2). A conv layer lowers each sample
- * with dwf_im2col to (in_c k k) x (out_h out_w) and multiplies the CSR
- * (out_c x in_c k k) with it. Layers denser than the crossover keep a
- * dense copy and use cblas_sgemm / sgemv instead. At batch 1 a sparse
+ * batch columns in registers (spmm_avx2; spmm_512 takes two rows at a
+ * time in AVX-512 registers). A conv layer lowers each sample with
+ * dwf_im2col to (in_c k k) x (out_h out_w) and multiplies the CSR
+ * (out_c x in_c k k) with it - on the AVX-512 path a stride-1 conv reads
+ * the window rows in place instead (conv_direct: an offset per window
+ * element into the zero-padded input, the same products in the same
+ * order). Layers denser than the crossover keep a dense copy and use
+ * their own register-blocked kernels (cblas_sgemm / sgemv for batch 1 or
+ * without AVX2) instead. At batch 1 a sparse
  * dense-kind layer runs from a sliced-ELL copy (see "batch-1 kernels")
  * with the following relu fused. On AVX2 machines every entry of a layer
  * run sparse (any batch size) or dense (batches of two or more: own

@@ -1847,8 +1847,9 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
         }
         int ng = 0;
         /* after a model that most of the block had to be recomputed for
-         * (the sparse end of the curve), certifying rarely pays */
-        if (e == 0 || 2 * last_ng > n) {
+         * (the sparse end of the curve), or where layer 0 is rebuilt (a
+         * big change), certifying rarely pays */
+        if (e == 0 || 2 * last_ng > n || pp->mode == L0_CSR || pp->mode == L0_DENSE) {
             for (int s = 0; s < n; s++)
                 w->gi[ng++] = s;
         } else {
