@@ -68,15 +68,30 @@ if [ -x "$B/bench/bench_thresh" ] && [ -z "${BENCH_NO_THRESH:-}" ]; then
     echo "== threshold curve cost (LeNet-5 D=3, 1 epoch, 2 threads, dwf train)"
     l5_out=$("$B/dwf" train bench/lenet5_curve.json -o "$B/bench/lenet5_curve.dwfm" 2>&1 | grep -E '^epoch|^threshold curve')
     echo "$l5_out"
+    # the issue's configuration as a job computes its curve once, at the
+    # end (first use of its memory included): LeNet-300-100, D = 3,
+    # lambda 3e-3, 20 epochs, 10% validation, 2 threads, `dwf train`
+    echo "== threshold curve cost (LeNet-300-100 D=3, 20 epochs, validation, 2 threads, dwf train)"
+    cj_out=$("$B/dwf" train bench/curve_job.json -o "$B/bench/curve_job.dwfm" 2>&1 | grep -E '^epoch +20/|^threshold curve')
+    echo "$cj_out"
     # the main job (`make run`'s spec: no validation split, test set only)
     # as `dwf train` runs it on one thread, like dwfd's default on 2 cores
     echo "== threshold curve cost (the main job, examples/main.json, 20 epochs, 1 thread, dwf train)"
     mj_out=$("$B/dwf" train examples/main.json --threads 1 -o "$B/bench/main_curve.dwfm" 2>&1 | grep -E '^epoch +20/|^threshold curve')
     echo "$mj_out"
-    /usr/bin/python3 - "$thresh_json]" "$out" "$l5_out" "$mj_out" <<'PY'
+    /usr/bin/python3 - "$thresh_json]" "$out" "$l5_out" "$mj_out" "$cj_out" <<'PY'
 import json, re, sys
 res = json.load(open(sys.argv[2]))
 res["thresh"] = json.loads(sys.argv[1])
+ep = re.search(r"(\d+) samples/s\s+([\d.]+)s", sys.argv[5])
+cu = re.search(r"threshold curve \(([\d.]+)s, ([\d.]+)% of the last epoch", sys.argv[5])
+if ep and cu:
+    train_s = 54000 / float(ep.group(1))
+    res["thresh_job"] = {"curve_seconds": float(cu.group(1)), "train_epoch_seconds": train_s,
+                         "ratio": float(cu.group(1)) / train_s,
+                         "job_epoch_ratio": float(cu.group(2)) / 100.0}
+    print(" LeNet-300-100 job curve %.3f s: %.3f of a training epoch (%.3f s), %.3f of the job's epoch"
+          % (float(cu.group(1)), float(cu.group(1)) / train_s, train_s, float(cu.group(2)) / 100.0))
 ep = re.search(r"(\d+) samples/s", sys.argv[4])
 cu = re.search(r"threshold curve \(([\d.]+)s, ([\d.]+)% of the last epoch", sys.argv[4])
 if ep and cu:
