@@ -1536,7 +1536,10 @@ static int conv_direct(const dwf_smodel *s, int i, const dwf_conv_shape *cs, dwf
                        const float *img, float *y, int isa)
 {
 #ifdef SELL_X86
-    if (isa >= 0 || cs->stride != 1 || !__builtin_cpu_supports("avx512f"))
+    /* one output position: the im2col path's product is a matrix-vector
+     * one (sgemv) there */
+    if (isa >= 0 || cs->stride != 1 || cs->out_h * cs->out_w < 2 ||
+        !__builtin_cpu_supports("avx512f"))
         return 0;
     int ph = cs->in_h + 2 * cs->pad, pw = cs->in_w + 2 * cs->pad;
     const float *xp = img;

@@ -163,6 +163,8 @@ static int argmax_f(const float *z, int c)
     return am;
 }
 
+static void *big_alloc(size_t n);
+
 /* argmax_f of column s of z (c x n, feature-major). */
 static int argmax_col(const float *z, int c, int n, int s)
 {
@@ -275,7 +277,7 @@ static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
         if (!dwf_layer_has_weight(a->layers[i].kind))
             continue;
         const dwf_csr *c = &s->w[i];
-        g->q[i] = malloc((size_t)(c->nnz > 0 ? c->nnz : 1) * sizeof *g->q[i]);
+        g->q[i] = big_alloc((size_t)(c->nnz > 0 ? c->nnz : 1) * sizeof *g->q[i]);
         if (!g->q[i])
             goto oom;
         removal_indices(g->t, g->n, c->values, c->nnz, g->q[i]);
@@ -364,8 +366,6 @@ typedef struct arena {
     void **chunks;
     int n, cap;
 } arena;
-
-static void *big_alloc(size_t n);
 
 static void *arena_alloc(arena *a, size_t n)
 {
@@ -1160,14 +1160,14 @@ typedef struct lane {
     dwf_err err;
 } lane;
 
-/* Memory for big scratch: at least 2 MB is 2 MB-aligned and marked for
- * transparent huge pages (a page fault per 2 MB, not per 4 KB: a fault
- * costs about 12 us on the bench VM, and a curve touches its scratch
- * fresh), smaller 64-byte aligned. Free with free(). */
+/* Memory for big scratch: from 512 KB on, whole 2 MB pages, 2 MB-aligned
+ * and marked for transparent huge pages (a page fault per 2 MB, not per
+ * 4 KB: a fault costs about 12 us on the bench VM, and a curve touches its
+ * scratch fresh), smaller 64-byte aligned. Free with free(). */
 static void *big_alloc(size_t n)
 {
     const size_t H = (size_t)2 << 20;
-    if (n >= H) {
+    if (n >= H / 4) {
         size_t sz = (n + H - 1) / H * H;
         void *p = aligned_alloc(H, sz);
 #ifdef MADV_HUGEPAGE
