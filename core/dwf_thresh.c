@@ -434,7 +434,7 @@ typedef struct lat_pt {   /* a later layer (l >= 1) in one model */
     double op;            /* estimate (rounding) of the spectral norm */
     double op_rig;        /* rigorous bound of it: min(||W||_F, sqrt(||W||_1 ||W||_inf)) */
     double f2rem;         /* sum of the squares of c2 (removed since model 0) */
-    double r2max;         /* max_r c2[r] */
+    double r2max, r1max;  /* max_r c2[r], max_r c1[r] */
     int64_t n_rem;        /* entries removed since model 0 */
 } lat_pt;
 
@@ -641,6 +641,7 @@ static int plan_later(plan *P, const grid *g, int e, int l, double op0,
         frob += lp->n2[r];
         frob_rem += lp->c2[r];
         lp->r2max = mx(lp->r2max, lp->c2[r]);
+        lp->r1max = mx(lp->r1max, lp->c1[r]);
         lp->n2[r] = sqrt(lp->n2[r]);
         lp->n2max = mx(lp->n2max, lp->n2[r]);
         lp->n1max = mx(lp->n1max, lp->n1[r]);
@@ -1613,9 +1614,38 @@ static void grow_delta(lane *w, const pt_plan *pp, int n)
     }
 }
 
-/* T[c][s] = the change bound of logit c of sample s since its base
- * (last layer, row by row, from the input change d2/di and the removed
- * weights since the base) plus the rounding margins. */
+/* The change bound of a logit since the sample's base (last layer, row by
+ * row: its row's norms n2c / n1c times the input change d2 / di, plus the
+ * weights removed from the row since the base, r2 = their squares, r1 =
+ * their magnitudes, times the base input hb2 / hbi) plus the rounding
+ * margins (own_b = |bias|, in2 / ini the input's norms, pr the sigma chain,
+ * bsig the base's). Non-decreasing in every argument. */
+static inline double logit_bound(double n2c, double n1c, double r2, double r1, double own_b,
+                                 double gam, double d2, double di, double in2, double ini,
+                                 double pr, double hb2, double hbi, double bsig)
+{
+    double a = n2c * d2, b = n1c * di;
+    double dch = a < b ? a : b;
+    a = sqrt(r2) * hb2;
+    b = r1 * hbi;
+    dch += a < b ? a : b;
+    a = n2c * in2;
+    b = n1c * ini;
+    double sg = gam * ((a < b ? a : b) + own_b) + n2c * pr;
+    return dch + TAIL_SIGMAS * (sg * (1.0 + 1e-6) + bsig) + 1e-300;
+}
+
+/* r2 and r1 of logit_bound for class c of a sample whose base removed
+ * b2c / b1c of what the model removed, c2e / c1e (since model 0). */
+static inline void removed_since(double c2e, double c1e, double b2c, double b1c, double *r2,
+                                 double *r1)
+{
+    double a = c2e - b2c, b = c1e - b1c;
+    *r2 = (a > 0.0 ? a : 0.0) + 1e-12 * c2e;
+    *r1 = (b > 0.0 ? b : 0.0) + 1e-12 * c1e;
+}
+
+/* T[c][s] = logit_bound of class c for every sample. */
 DWF_VEC THR_NOERRNO static void logit_bounds(
     int n, double n2c, double n1c, double c2e, double c1e, double own_b, double gam,
     int c, const double *restrict d2, const double *restrict di,
@@ -1625,20 +1655,18 @@ DWF_VEC THR_NOERRNO static void logit_bounds(
     const double *restrict bsig, double *restrict T)
 {
     for (int s = 0; s < n; s++) {
-        double a = n2c * d2[s], b = n1c * di[s];
-        double dch = a < b ? a : b;
-        double r2 = c2e - b2[s][c], r1 = c1e - b1[s][c];
-        r2 = (r2 > 0.0 ? r2 : 0.0) + 1e-12 * c2e;
-        r1 = (r1 > 0.0 ? r1 : 0.0) + 1e-12 * c1e;
-        a = sqrt(r2) * hb2[s];
-        b = r1 * hbi[s];
-        dch += a < b ? a : b;
-        a = n2c * in2[s];
-        b = n1c * ini[s];
-        double sg = gam * ((a < b ? a : b) + own_b) + n2c * pr[s];
-        T[s] = dch + TAIL_SIGMAS * (sg * (1.0 + 1e-6) + bsig[s]) + 1e-300;
+        double r2, r1;
+        removed_since(c2e, c1e, b2[s][c], b1[s][c], &r2, &r1);
+        T[s] = logit_bound(n2c, n1c, r2, r1, own_b, gam, d2[s], di[s], in2[s], ini[s], pr[s],
+                           hb2[s], hbi[s], bsig[s]);
     }
 }
+
+static void separation_test(lane *w, const lat_pt *lp, const mlp_layer *L, int n,
+                            const double *d2, const double *di, const double *in2,
+                            const double *ini, const double *pr, const double *const *b2,
+                            const double *const *b1, const double *hb2, const double *hbi,
+                            uint8_t *ok);
 
 /* The first (cheap) certification of every sample of the block at model
  * e, across the samples; certified ones are counted, the others listed in
@@ -1684,39 +1712,62 @@ static int certify_block(lane *w, const pt_plan *pp, int e, int n, int ds, int f
         b2[s] = P->pt[w->bk[s]].lat[nd - 2].c2;
         b1[s] = P->pt[w->bk[s]].lat[nd - 2].c1;
     }
-    double *T = w->tv;
-    for (int c = 0; c < nc; c++)
-        logit_bounds(n, lp->n2[c], lp->n1[c], lp->c2[c], lp->c1[c],
-                     L->bias ? fabs((double)L->bias[c]) : 0.0, L->gam, c, d2, di, in2, ini,
-                     pr, b2, b1, w->hbn2 + (size_t)(nd - 2) * BLK,
-                     w->hbni + (size_t)(nd - 2) * BLK, w->bsig + (size_t)c * BLK,
-                     T + (size_t)c * BLK);
-    /* the separation test across the samples */
-    for (int s = 0; s < n; s++) {
-        w->am[s] = 0;
-        w->za[s] = w->zb[s];
-        w->ta[s] = T[s];
-    }
-    for (int c = 1; c < nc; c++) {
-        const double *zc = w->zb + (size_t)c * n, *Tc = T + (size_t)c * BLK;
-        for (int s = 0; s < n; s++)
-            if (zc[s] > w->za[s]) {
-                w->am[s] = c;
-                w->za[s] = zc[s];
-                w->ta[s] = Tc[s];
-            }
-    }
+    const double *hb2 = w->hbn2 + (size_t)(nd - 2) * BLK, *hbi = w->hbni + (size_t)(nd - 2) * BLK;
     uint8_t *ok = (uint8_t *)w->gpm; /* scratch */
+    /* first one bound for all classes (the largest row norms, removals and
+     * base sigma of any class): a top logit above the runner-up by twice
+     * that is certified; the others (usually few) get the bound class by
+     * class, one by one, or, when many, across the block below */
+    int n_left = 0;
     for (int s = 0; s < n; s++) {
-        w->ta[s] = w->za[s] - w->ta[s];
-        ok[s] = w->ta[s] == w->ta[s] && isfinite(w->d2[s]) && isfinite(w->h2[s]);
+        int am = 0;
+        double z1 = w->zb[s], z2 = -INFINITY, bs = w->bsig[s];
+        for (int c = 1; c < nc; c++) {
+            double z = w->zb[(size_t)c * n + s];
+            bs = mx(bs, w->bsig[(size_t)c * BLK + s]);
+            if (z > z1) {
+                z2 = z1;
+                z1 = z;
+                am = c;
+            } else {
+                z2 = mx(z2, z);
+            }
+        }
+        double tm = logit_bound(lp->n2max, lp->n1max, lp->r2max * (1.0 + 2e-12),
+                                lp->r1max * (1.0 + 2e-12), L->bmax, L->gam, d2[s], di[s],
+                                in2[s], ini[s], pr[s], hb2[s], hbi[s], bs);
+        w->am[s] = am;
+        ok[s] = z1 - tm > z2 + tm && isfinite(w->d2[s]) && isfinite(w->h2[s]);
+        n_left += !ok[s];
     }
-    for (int c = 0; c < nc; c++) {
-        const double *zc = w->zb + (size_t)c * n, *Tc = T + (size_t)c * BLK;
-        for (int s = 0; s < n; s++)
-            if (c != w->am[s] && !(w->ta[s] > zc[s] + Tc[s]))
-                ok[s] = 0;
+    if (n_left > 0 && 4 * n_left <= n) {
+        for (int s = 0; s < n; s++) {
+            if (ok[s])
+                continue;
+            double *t = w->T; /* nc <= max_rows */
+            int am = 0;
+            for (int c = 0; c < nc; c++) {
+                double r2, r1;
+                removed_since(lp->c2[c], lp->c1[c], b2[s][c], b1[s][c], &r2, &r1);
+                t[c] = logit_bound(lp->n2[c], lp->n1[c], r2, r1,
+                                   L->bias ? fabs((double)L->bias[c]) : 0.0, L->gam, d2[s],
+                                   di[s], in2[s], ini[s], pr[s], hb2[s], hbi[s],
+                                   w->bsig[(size_t)c * BLK + s]);
+                if (c > 0 && w->zb[(size_t)c * n + s] > w->zb[(size_t)am * n + s])
+                    am = c;
+            }
+            double lo = w->zb[(size_t)am * n + s] - t[am];
+            int good = lo == lo && isfinite(w->d2[s]) && isfinite(w->h2[s]);
+            for (int c = 0; c < nc && good; c++)
+                if (c != am && !(lo > w->zb[(size_t)c * n + s] + t[c]))
+                    good = 0;
+            w->am[s] = am;
+            ok[s] = (uint8_t)good;
+        }
+        n_left = 0;
     }
+    if (n_left > 0)
+        separation_test(w, lp, L, n, d2, di, in2, ini, pr, b2, b1, hb2, hbi, ok);
     int ng = 0;
     *tries = *wins = 0;
     for (int s = 0; s < n; s++) {
@@ -1732,6 +1783,46 @@ static int certify_block(lane *w, const pt_plan *pp, int e, int n, int ds, int f
             w->gi[ng++] = s;
     }
     return ng;
+}
+
+/* The class-by-class test of certify_block across the whole block (the
+ * samples whose quick test passed keep ok = 1: the full test agrees). */
+static void separation_test(lane *w, const lat_pt *lp, const mlp_layer *L, int n,
+                            const double *d2, const double *di, const double *in2,
+                            const double *ini, const double *pr, const double *const *b2,
+                            const double *const *b1, const double *hb2, const double *hbi,
+                            uint8_t *ok)
+{
+    int nc = w->P->nc;
+    double *T = w->tv;
+    for (int c = 0; c < nc; c++)
+        logit_bounds(n, lp->n2[c], lp->n1[c], lp->c2[c], lp->c1[c],
+                     L->bias ? fabs((double)L->bias[c]) : 0.0, L->gam, c, d2, di, in2, ini,
+                     pr, b2, b1, hb2, hbi, w->bsig + (size_t)c * BLK, T + (size_t)c * BLK);
+    /* the separation test across the samples */
+    for (int s = 0; s < n; s++) {
+        w->am[s] = 0;
+        w->za[s] = w->zb[s];
+        w->ta[s] = T[s];
+    }
+    for (int c = 1; c < nc; c++) {
+        const double *zc = w->zb + (size_t)c * n, *Tc = T + (size_t)c * BLK;
+        for (int s = 0; s < n; s++)
+            if (zc[s] > w->za[s]) {
+                w->am[s] = c;
+                w->za[s] = zc[s];
+                w->ta[s] = Tc[s];
+            }
+    }
+    for (int s = 0; s < n; s++) {
+        if (ok[s])
+            continue;
+        w->ta[s] = w->za[s] - w->ta[s];
+        ok[s] = w->ta[s] == w->ta[s] && isfinite(w->d2[s]) && isfinite(w->h2[s]);
+        for (int c = 0; c < nc && ok[s]; c++)
+            if (c != w->am[s] && !(w->ta[s] > w->zb[(size_t)c * n + s] + T[(size_t)c * BLK + s]))
+                ok[s] = 0;
+    }
 }
 
 /* z0 (set: = bias + m x, else -= m x) of a layer-0 matrix m over the block. */
