@@ -13,8 +13,9 @@
  *   - the same curve from scratch (opts.from_scratch: dwf_smodel_evaluate
  *     of every distinct model, the code the curve had before),
  *   - for the trained model, the curve as a job computes it: with THREADS
- *     threads, starting from the first layer's outputs that the trainer's
- *     evaluation after the last epoch kept (dwf_trainer_keep_layer0),
+ *     threads, starting from every dense layer's outputs that the
+ *     trainer's evaluation after the last epoch kept
+ *     (dwf_trainer_keep_layer0, dwf_trainer_layer_out),
  *
  * checks that the curves are identical point by point, and prints the
  * medians and the ratio curve / epoch, then one JSON line. MODEL.dwfm
@@ -89,6 +90,7 @@ typedef struct model_times {
     dwf_smodel s;
     double inc[MAX_ROUNDS], inc1[MAX_ROUNDS], scratch[MAX_ROUNDS], job[MAX_ROUNDS];
     float *layer0[2];        /* the trainer's, for the job's curve (or NULL) */
+    float *later[2][2];      /* ... of the later dense layers (300 -> 100, -> 10) */
     dwf_thresh_curve curve; /* the last incremental one */
     int identical;
 } model_times;
@@ -119,8 +121,11 @@ static void time_curves(model_times *m, int r, int threads, const dwf_dataset *v
         dwf_thresh_curve d;
         o.from_scratch = 0;
         o.threads = threads;
-        o.layer0[0] = m->layer0[0];
-        o.layer0[1] = m->layer0[1];
+        for (int k = 0; k < 2; k++) {
+            o.layer0[k] = m->layer0[k];
+            o.later[k][0] = m->later[k][0];
+            o.later[k][1] = m->later[k][1];
+        }
         if (dwf_thresh_curve_compute(&m->s, val, test, &o, &d, &e))
             die("curve", &e);
         m->job[r] = d.seconds;
@@ -188,13 +193,22 @@ int main(int argc, char **argv)
     memset(mt, 0, sizeof mt);
     mt[0].name = "trained";
     const dwf_dataset *sets[2] = {&val, &test};
-    for (int k = 0; k < 2; k++) {
-        size_t sz = (size_t)sets[k]->n * hidden[0] * sizeof(float);
-        const float *kept = dwf_trainer_layer0(t, k);
-        if (!kept || !(mt[0].layer0[k] = malloc(sz)))
-            die("the trainer's first-layer outputs", &e);
-        memcpy(mt[0].layer0[k], kept, sz);
-    }
+    /* the trainer's kept outputs of every dense layer (copies: the
+     * epochs timed below train it on) */
+    const int units[3] = {hidden[0], hidden[1], 10};
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 3; j++) {
+            size_t sz = (size_t)sets[k]->n * units[j] * sizeof(float);
+            const float *kept = dwf_trainer_layer_out(t, k, j);
+            float *copy = kept ? malloc(sz) : NULL;
+            if (!copy)
+                die("the trainer's layer outputs", &e);
+            memcpy(copy, kept, sz);
+            if (j == 0)
+                mt[0].layer0[k] = copy;
+            else
+                mt[0].later[k][j - 1] = copy;
+        }
     if (dwf_smodel_from_model(dwf_trainer_model(t), dwf_trainer_norm(t), (float)DWF_EPS_F32,
                               NULL, NULL, 0, &mt[0].s, &e))
         die("sparse model", &e);
@@ -275,8 +289,11 @@ int main(int argc, char **argv)
         ok &= mt[k].identical;
         dwf_thresh_curve_free(&mt[k].curve);
         dwf_smodel_free(&mt[k].s);
-        free(mt[k].layer0[0]);
-        free(mt[k].layer0[1]);
+        for (int d = 0; d < 2; d++) {
+            free(mt[k].layer0[d]);
+            free(mt[k].later[d][0]);
+            free(mt[k].later[d][1]);
+        }
     }
     dwf_dataset_free(&train);
     dwf_dataset_free(&val);

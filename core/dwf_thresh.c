@@ -483,6 +483,9 @@ typedef struct plan {
     int (*blk)[3];        /* data set, start, size */
     int fast;             /* AVX-512 kernels */
     const float *given[2];/* opts->layer0 of data sets that are there */
+    const float *gl[2][DWF_MAX_LAYERS]; /* opts->later by MLP layer (1..nd-1)
+                             of data sets whose model 0 takes them (all
+                             there, no later layer of model 0 compacted) */
     int ex_from;          /* models e >= ex_from (the sparse end) are
                              evaluated exactly: the reference's products
                              (dwf_csr_matmul) of ex[e - ex_from] on whole
@@ -1156,6 +1159,7 @@ typedef struct lane {
     int failed;
     float *rx, *rz;       /* a reference batch and its logits */
     int64_t exact;        /* samples x models evaluated there */
+    int64_t given;        /* samples whose model 0 took opts->later */
     int64_t ref_batch;    /* samples in the reference batches run */
     int rc;               /* of the reference evaluations */
     dwf_err err;
@@ -1458,6 +1462,10 @@ static void later_mul(const lane *w, const mlp_layer *L, const lat_pt *c,
  * new bases; counts or near-tie entries. */
 static void recompute(lane *w, int e, int ng, int n, int ds, int st)
 {
+    /* model 0 of a block starting from the caller's outputs: the later
+     * layers' too, where given (the same products in another float order,
+     * within the rounding accounted for) */
+    const float *const *gl = e == 0 && ng == n && w->P->gl[ds][1] ? w->P->gl[ds] : NULL;
     const plan *P = w->P;
     const pt_plan *pp = &P->pt[e];
     int nd = P->nd, nc = P->nc, relu = P->L[0].relu;
@@ -1495,7 +1503,12 @@ static void recompute(lane *w, int e, int ng, int n, int ds, int st)
     for (int l = 1; l < nd; l++) {
         const mlp_layer *L = &P->L[l];
         const lat_pt *c = &pp->lat[l - 1];
-        later_mul(w, L, c, hf, ng, y, w->of);
+        if (gl) {
+            dwf_tk_given(gl[l] + (size_t)st * L->rows, L->rows, n, y, w->of);
+            w->given += l == 1 ? n : 0;
+        }
+        else
+            later_mul(w, L, c, hf, ng, y, w->of);
         /* the float input adds u |h| per term: gam + u for this side */
         double gm = L->gam + u;
         if (l == nd - 1)
@@ -2458,6 +2471,14 @@ static int curve_incremental(const dwf_smodel *s, plan *P, const grid *g,
         return rc;
     if ((rc = plan_build(P, g, wk, nl, err)))
         goto out;
+    /* the caller's later-layer outputs, where model 0's layers are whole */
+    for (int ds = 0; ds < 2; ds++) {
+        int all = P->given[ds] && P->nd > 1;
+        for (int l = 1; l < P->nd && all; l++)
+            all = o->later[ds][l - 1] && P->pt[0].lat[l - 1].n_out == P->L[l].rows;
+        for (int l = 1; l < P->nd; l++)
+            P->gl[ds][l] = all ? o->later[ds][l - 1] : NULL;
+    }
     P->fast = !o->portable && dwf_tk_avx512();
     done = calloc((size_t)P->n_pt * 2, 1);
     if (!done)
@@ -2535,6 +2556,7 @@ static int curve_incremental(const dwf_smodel *s, plan *P, const grid *g,
     for (int i = 0; i < nl; i++) {
         out->stats.recomputed += lanes[i].recomputed;
         out->stats.exact += lanes[i].exact;
+        out->stats.given += lanes[i].given;
         out->stats.reference_batch += lanes[i].ref_batch;
     }
 out:

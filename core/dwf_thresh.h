@@ -66,6 +66,8 @@ typedef struct dwf_thresh_stats {
     int64_t recomputed;      /* ... whose later layers were recomputed */
     int64_t exact;           /* ... evaluated by the reference forward on
                                 whole blocks (the sparse end of the curve) */
+    int64_t given;           /* samples whose first model took every layer's
+                                outputs from opts (layer0 and later) */
     int64_t reference;       /* ... run through dwf_smodel_forward (near ties) */
     int64_t reference_batch; /* samples those reference batches held in all */
 } dwf_thresh_stats;
@@ -99,6 +101,13 @@ typedef struct dwf_thresh_opts {
                                 same weights (dwf_trainer_layer0). The
                                 incremental path starts from them instead of
                                 computing them again. Borrowed. */
+    const float *later[2][DWF_MAX_LAYERS]; /* optional: of the same
+                                evaluation, the outputs of the later dense
+                                layers of an MLP (later[k][j - 1]: the j-th
+                                dense layer's, before its activation; the
+                                last: the logits), sample-major; used with
+                                layer0 when every later layer's is there
+                                (dwf_trainer_layer_out). Borrowed. */
 } dwf_thresh_opts;
 
 /* Default options (4 per decade, 64 points, margin 0.02, 1 thread,

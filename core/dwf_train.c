@@ -85,8 +85,7 @@ void dwf_trainer_free(dwf_trainer *t)
     free(t->dlogits);
     free(t->sparse_w);
     free(t->dense);
-    free(t->l0[0]);
-    free(t->l0[1]);
+    dwf_trainer_keep_layer0(t, 0, NULL);
     free(t);
 }
 
@@ -241,42 +240,89 @@ void dwf_count_sparsity(const dwf_model *m, float eps, dwf_metrics *out)
 
 int dwf_trainer_keep_layer0(dwf_trainer *t, int every, dwf_err *err)
 {
-    const dwf_arch *a = &t->model->arch;
-    free(t->l0[0]);
-    free(t->l0[1]);
-    t->l0[0] = t->l0[1] = NULL;
+    for (int k = 0; k < 2; k++) {
+        free(t->l0[k]);
+        t->l0[k] = NULL;
+        for (int j = 0; j < t->n_later; j++) {
+            free(t->later[k][j]);
+            t->later[k][j] = NULL;
+        }
+    }
+    t->n_later = 0;
     t->l0_layer = -1;
     t->l0_valid = 0;
     t->l0_every = every;
     if (every < 1)
         return 0;
+    const dwf_arch *a = &t->model->arch;
     int i = 0;
     while (i < a->n_layers && a->layers[i].kind == DWF_LAYER_FLATTEN)
         i++;
     if (i >= a->n_layers || a->layers[i].kind != DWF_LAYER_DENSE)
         return 0;
+    /* an MLP (dense, relu and flatten only): every dense layer after the
+     * first too */
+    int mlp = 1, later[DWF_MAX_LAYERS], n_later = 0;
+    for (int l = i + 1; l < a->n_layers; l++) {
+        dwf_layer_kind k = a->layers[l].kind;
+        mlp &= k == DWF_LAYER_DENSE || k == DWF_LAYER_RELU || k == DWF_LAYER_FLATTEN;
+        if (k == DWF_LAYER_DENSE)
+            later[n_later++] = l;
+    }
+    if (!mlp)
+        n_later = 0;
     const dwf_dataset *sets[2] = {t->val, t->test};
     double bytes = 0.0;
+    int64_t units = a->layers[i].units;
+    for (int j = 0; j < n_later; j++)
+        units += a->layers[later[j]].units;
     for (int k = 0; k < 2; k++)
-        bytes += sets[k] ? (double)sets[k]->n * a->layers[i].units * sizeof(float) : 0.0;
+        bytes += sets[k] ? (double)sets[k]->n * units * sizeof(float) : 0.0;
     if (bytes > DWF_KEEP_LAYER0_MAX)
         return 0; /* too big to keep: the curve computes them itself */
-    for (int k = 0; k < 2; k++)
-        if (sets[k]) {
-            t->l0[k] = malloc((size_t)sets[k]->n * a->layers[i].units * sizeof(float));
-            if (!t->l0[k]) {
-                dwf_trainer_keep_layer0(t, 0, err);
-                return dwf_errorf(err, DWF_ENOMEM, "out of memory for the first "
-                                  "layer's outputs (%d samples)", sets[k]->n);
-            }
+    t->n_later = n_later;
+    for (int j = 0; j < n_later; j++)
+        t->later_li[j] = later[j];
+    for (int k = 0; k < 2; k++) {
+        if (!sets[k])
+            continue;
+        size_t n = (size_t)sets[k]->n;
+        int ok = (t->l0[k] = malloc(n * a->layers[i].units * sizeof(float))) != NULL;
+        for (int j = 0; j < n_later && ok; j++)
+            ok = (t->later[k][j] = malloc(n * a->layers[later[j]].units * sizeof(float))) != NULL;
+        if (!ok) {
+            dwf_trainer_keep_layer0(t, 0, err);
+            return dwf_errorf(err, DWF_ENOMEM, "out of memory for the dense layers' "
+                              "outputs (%d samples)", sets[k]->n);
         }
+    }
     t->l0_layer = i;
     return 0;
 }
 
 const float *dwf_trainer_layer0(const dwf_trainer *t, int which)
 {
-    return t->l0_valid && (which == 0 || which == 1) ? t->l0[which] : NULL;
+    return dwf_trainer_layer_out(t, which, 0);
+}
+
+const float *dwf_trainer_layer_out(const dwf_trainer *t, int which, int j)
+{
+    if (!t->l0_valid || (which != 0 && which != 1) || j < 0 || j > t->n_later)
+        return NULL;
+    return j == 0 ? t->l0[which] : t->later[which][j - 1];
+}
+
+/* Copies rows [s0, s0 + b) of the kept layers' outputs (keep: data set
+ * which) from a forward pass's activations act (act[l + 1]: layer l's). */
+static void keep_rows(dwf_trainer *t, int which, int s0, int b, float *const *act)
+{
+    const dwf_arch *a = &t->model->arch;
+    int u = a->layers[t->l0_layer].units;
+    memcpy(t->l0[which] + (size_t)s0 * u, act[t->l0_layer + 1], (size_t)b * u * sizeof(float));
+    for (int j = 0; j < t->n_later; j++) {
+        int li = t->later_li[j], v = a->layers[li].units;
+        memcpy(t->later[which][j] + (size_t)s0 * v, act[li + 1], (size_t)b * v * sizeof(float));
+    }
 }
 
 /* One batch of an evaluation split over the training lanes (as
@@ -285,7 +331,7 @@ typedef struct eval_job {
     dwf_trainer *t;
     const dwf_dataset *d;
     int start, b;
-    float *keep;
+    int keep;             /* keep the dense layers' outputs (data set keep - 1) */
     double loss[DWF_MAX_THREADS];
     int correct[DWF_MAX_THREADS];
 } eval_job;
@@ -306,18 +352,16 @@ static void eval_slice(void *arg, int k)
     dwf_dataset_range(j->d, &t->norm, j->start + lo, hi - lo, x, y);
     const float *z = dwf_model_forward_lane(m, k, x, hi - lo);
     j->loss[k] = dwf_softmax_xent_part(z, y, hi - lo, hi - lo, C, NULL, &j->correct[k]);
-    if (j->keep) {
-        int u = m->arch.layers[t->l0_layer].units;
-        const float *a = k == 0 ? m->act[t->l0_layer + 1] : m->lanes[k - 1].act[t->l0_layer + 1];
-        memcpy(j->keep + (size_t)(j->start + lo) * u, a, (size_t)(hi - lo) * u * sizeof(float));
-    }
+    if (j->keep)
+        keep_rows(t, j->keep - 1, j->start + lo, hi - lo, k == 0 ? m->act : m->lanes[k - 1].act);
 }
 
-/* Accuracy and mean loss of the current collapsed model on d; with keep,
- * the first dense layer's outputs (see dwf_trainer_keep_layer0) go there.
- * A trainer with several threads splits every batch over them. */
+/* Accuracy and mean loss of the current collapsed model on d; with keep
+ * (data set keep - 1), the dense layers' outputs are kept (see
+ * dwf_trainer_keep_layer0). A trainer with several threads splits every
+ * batch over them. */
 static void eval_set(dwf_trainer *t, const dwf_dataset *d, double *acc,
-                     double *loss, float *keep)
+                     double *loss, int keep)
 {
     dwf_model *m = t->model;
     int B = t->opts.batch_size, C = m->arch.n_classes;
@@ -342,11 +386,8 @@ static void eval_set(dwf_trainer *t, const dwf_dataset *d, double *acc,
         int b = d->n - s < B ? d->n - s : B;
         dwf_dataset_range(d, &t->norm, s, b, t->x, t->y);
         const float *z = dwf_model_forward(m, t->x, b);
-        if (keep) {
-            int u = m->arch.layers[t->l0_layer].units;
-            memcpy(keep + (size_t)s * u, m->act[t->l0_layer + 1],
-                   (size_t)b * u * sizeof(float));
-        }
+        if (keep)
+            keep_rows(t, keep - 1, s, b, m->act);
         int c = 0;
         sl += dwf_softmax_xent(z, t->y, b, C, NULL, &c) * b;
         ok += c;
@@ -367,9 +408,9 @@ int dwf_trainer_evaluate(dwf_trainer *t, dwf_metrics *mt, dwf_err *err)
     int same = mt->params_nonzero == mt->params, keep = t->l0_layer >= 0 && !t->l0_skip;
     t->l0_valid = 0;
     if (t->test)
-        eval_set(t, t->test, &mt->test_acc, &mt->test_loss, keep && same ? t->l0[1] : NULL);
+        eval_set(t, t->test, &mt->test_acc, &mt->test_loss, keep && same ? 2 : 0);
     if (t->val)
-        eval_set(t, t->val, &mt->val_acc, &mt->val_loss, keep && same ? t->l0[0] : NULL);
+        eval_set(t, t->val, &mt->val_acc, &mt->val_loss, keep && same ? 1 : 0);
     if (same) {
         /* nothing falls below the threshold: sparse == dense */
         mt->sparse_test_acc = mt->test_acc;
@@ -392,10 +433,9 @@ int dwf_trainer_evaluate(dwf_trainer *t, dwf_metrics *mt, dwf_err *err)
     }
     double loss;
     if (t->test)
-        eval_set(t, t->test, &mt->sparse_test_acc, &mt->sparse_test_loss,
-                 keep ? t->l0[1] : NULL);
+        eval_set(t, t->test, &mt->sparse_test_acc, &mt->sparse_test_loss, keep ? 2 : 0);
     if (t->val)
-        eval_set(t, t->val, &mt->sparse_val_acc, &loss, keep ? t->l0[0] : NULL);
+        eval_set(t, t->val, &mt->sparse_val_acc, &loss, keep ? 1 : 0);
     for (int i = 0; i < m->n_params; i++)
         m->params[i].w = orig[i];
     t->l0_valid = keep;

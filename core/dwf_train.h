@@ -142,17 +142,23 @@ int dwf_trainer_evaluate(dwf_trainer *t, dwf_metrics *m, dwf_err *err);
  * every, after the last epoch, and by dwf_trainer_evaluate keep the first
  * layer's outputs of the model at eps_prune (bias + W x, before the
  * activation; the model dwf_smodel_from_model builds at that eps) on the
- * validation and test sets, so that a threshold curve of the same state
- * can start from them (dwf_thresh_opts.layer0) instead of computing them
- * again. Only for a first layer that is dense (after flatten) and outputs
- * of at most DWF_KEEP_LAYER0_MAX bytes; otherwise nothing is kept. The
- * trainer owns the buffers; every = 0 frees them. */
+ * validation and test sets - for an MLP every dense layer's - so that a
+ * threshold curve of the same state can start from them
+ * (dwf_thresh_opts.layer0 / .later) instead of computing them again. Only
+ * for a first layer that is dense (after flatten) and outputs of at most
+ * DWF_KEEP_LAYER0_MAX bytes in all; otherwise nothing is kept. The trainer
+ * owns the buffers; every = 0 frees them. */
 #define DWF_KEEP_LAYER0_MAX (256.0 * 1024 * 1024)
 int dwf_trainer_keep_layer0(dwf_trainer *t, int every, dwf_err *err);
 /* The kept outputs (which: 0 validation, 1 test), sample-major (n x units),
  * if the last evaluation kept them and the parameters have not changed
- * since; else NULL. Valid until the trainer trains, restores or is freed. */
+ * since; else NULL. Valid until the trainer trains, restores or is freed.
+ * For an MLP (dense, relu and flatten layers only) the later dense layers'
+ * outputs (before the activation; the last: the logits) are kept too:
+ * dwf_trainer_layer_out(t, which, j) is the j-th dense layer's (j = 0:
+ * dwf_trainer_layer0), NULL past the last. */
 const float *dwf_trainer_layer0(const dwf_trainer *t, int which);
+const float *dwf_trainer_layer_out(const dwf_trainer *t, int which, int j);
 
 /* Saves the whole training state (factors, biases, masks, optimizer
  * state, RNG, epoch, step, position inside the epoch, timing) into a new

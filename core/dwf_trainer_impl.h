@@ -31,6 +31,9 @@ struct dwf_trainer {
     int l0_every;          /* ... after epochs that are multiples of this */
     int l0_skip;           /* the running evaluation does not keep them */
     float *l0[2];          /* its outputs on val and test (n x units) */
+    int n_later;           /* an MLP's later dense layers kept too */
+    int later_li[DWF_MAX_LAYERS];   /* their layer indices */
+    float *later[2][DWF_MAX_LAYERS]; /* their outputs on val and test */
     int l0_valid;          /* l0 holds the current parameters' outputs */
     /* running sums of the current epoch (checkpointed) */
     double sum_loss, sum_pen, sum_correct, sum_n, epoch_train_secs;

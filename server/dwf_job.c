@@ -29,8 +29,12 @@ static void curve_opts(const dwf_spec *spec, const dwf_trainer *t, dwf_thresh_op
         o->per_decade = spec->curves.per_decade;
     /* the job's thread budget (train.threads, capped by dwfd) */
     o->threads = spec->opts.threads > 0 ? spec->opts.threads : 1;
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 2; k++) {
         o->layer0[k] = dwf_trainer_layer0(t, k);
+        for (int j = 1; j < DWF_MAX_LAYERS && o->layer0[k]; j++)
+            if (!(o->later[k][j - 1] = dwf_trainer_layer_out(t, k, j)))
+                break;
+    }
 }
 
 /* The threshold curve of the current state, handed to hooks->on_curve. */

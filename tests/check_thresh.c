@@ -405,6 +405,48 @@ static float *layer0_outputs(const dwf_smodel *s, const dwf_dataset *d)
     return z;
 }
 
+/* Samples whose first model took every layer from the caller (check_paths). */
+static int64_t g_given;
+
+/* The later dense layers' outputs of an MLP s on d (n x units each, into
+ * out[0..]), from the float relu of the layer before's outputs (l0 for the
+ * first), summed in reverse column order; returns their number. */
+static int later_outputs(const dwf_smodel *s, const dwf_dataset *d, const float *l0,
+                         float **out)
+{
+    int li[DWF_MAX_LAYERS], nd = 0;
+    for (int i = 0; i < s->arch.n_layers; i++) {
+        dwf_layer_kind k = s->arch.layers[i].kind;
+        if (k == DWF_LAYER_CONV2D || k == DWF_LAYER_MAXPOOL2D)
+            return 0; /* not an MLP */
+        if (k == DWF_LAYER_DENSE)
+            li[nd++] = i;
+    }
+    int first = 0;
+    while (s->arch.layers[first].kind == DWF_LAYER_FLATTEN)
+        first++;
+    if (nd == 0 || li[0] != first)
+        return 0; /* l0 is not the first dense layer's */
+    const float *prev = l0;
+    for (int l = 1; l < nd; l++) {
+        const dwf_csr *c = &s->w[li[l]];
+        float *z = malloc((size_t)d->n * c->rows * sizeof *z);
+        ck_assert_ptr_nonnull(z);
+        for (int j = 0; j < d->n; j++)
+            for (int r = 0; r < c->rows; r++) {
+                float acc = 0.0f;
+                for (int64_t k = c->indptr[r + 1] - 1; k >= c->indptr[r]; k--) {
+                    float h = prev[(size_t)j * c->cols + c->indices[k]];
+                    acc += c->values[k] * (h > 0.0f ? h : 0.0f);
+                }
+                z[(size_t)j * c->rows + r] = acc + (s->bias[li[l]] ? s->bias[li[l]][r] : 0.0f);
+            }
+        out[l - 1] = z;
+        prev = z;
+    }
+    return nd - 1;
+}
+
 /* Incremental curve (1 thread; 2 threads with the portable kernels; every
  * model certified, no exact end; from the caller's first-layer outputs) ==
  * from scratch == the models. *st and *st_cert (may be NULL) get the
@@ -446,9 +488,27 @@ static void check_paths(const dwf_smodel *s, const dwf_dataset *val,
     o.layer0[1] = test ? layer0_outputs(s, test) : NULL;
     ck_assert_msg(dwf_thresh_curve_compute(s, val, test, &o, &given, &e) == 0, "%s", e.msg);
     check_same_curve(&given, &ref);
-    free((float *)o.layer0[0]);
-    free((float *)o.layer0[1]);
     dwf_thresh_curve_free(&given);
+    /* and every later dense layer's (MLPs): model 0 needs no product */
+    int nl = 0;
+    for (int k = 0; k < 2; k++)
+        if (o.layer0[k])
+            nl = later_outputs(s, k ? test : val, o.layer0[k], (float **)o.later[k]);
+    if (nl > 0) {
+        ck_assert_msg(dwf_thresh_curve_compute(s, val, test, &o, &given, &e) == 0, "%s", e.msg);
+        check_same_curve(&given, &ref);
+        g_given += given.stats.given;
+        dwf_thresh_curve_free(&given);
+        o.threads = 2;
+        ck_assert_msg(dwf_thresh_curve_compute(s, val, test, &o, &given, &e) == 0, "%s", e.msg);
+        check_same_curve(&given, &ref);
+        dwf_thresh_curve_free(&given);
+    }
+    for (int k = 0; k < 2; k++) {
+        free((float *)o.layer0[k]);
+        for (int l = 0; l < nl; l++)
+            free((float *)o.later[k][l]);
+    }
     check_against_models(&inc, s, val, test);
     if (st)
         *st = inc.stats;
@@ -459,6 +519,7 @@ static void check_paths(const dwf_smodel *s, const dwf_dataset *val,
 
 START_TEST(t_incremental_matches_evaluate)
 {
+    g_given = 0;
     dwf_err e;
     dwf_norm norm = {DWF_NORM_SCALE, 0.0f, 255.0f};
     const int h2[] = {24, 16}, h1[] = {20}, wide[] = {800, 16};
@@ -526,6 +587,9 @@ START_TEST(t_incremental_matches_evaluate)
         dwf_smodel_free(&s);
         dwf_model_free(m);
     }
+    /* the caller's later-layer outputs were taken (where model 0's layers
+     * are whole) */
+    ck_assert_int_gt(g_given, 0);
 }
 END_TEST
 

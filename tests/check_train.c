@@ -727,34 +727,51 @@ START_TEST(test_keep_layer0)
     ck_assert(!l.kept[0][0] && !l.kept[0][1]);
     ck_assert(l.kept[1][0] && l.kept[1][1] && l.kept[2][0] && l.kept[2][1]);
     ck_assert(dwf_trainer_metrics(t)->params_nonzero < dwf_trainer_metrics(t)->params);
+    /* every dense layer of this MLP (16 hidden units, 3 classes): its
+     * outputs from the previous one's (relu) or the input */
     dwf_model *m = dwf_trainer_model(t);
-    int li = 0;
-    while (a.layers[li].kind != DWF_LAYER_DENSE)
-        li++;
-    const dwf_param *w = &m->params[m->weight_idx[li]], *b = &m->params[m->bias_idx[li]];
-    int units = a.layers[li].units, dim = blobs_test.dim;
-    float *x = malloc((size_t)dim * sizeof *x);
+    int dense[4], nd = 0;
+    for (int li = 0; li < a.n_layers; li++)
+        if (a.layers[li].kind == DWF_LAYER_DENSE)
+            dense[nd++] = li;
+    ck_assert_int_eq(nd, 2);
+    ck_assert_ptr_null(dwf_trainer_layer_out(t, 0, nd));
+    float *x = malloc((size_t)(blobs_test.dim + 64) * sizeof *x); /* input or hidden */
     ck_assert_ptr_nonnull(x);
-    for (int k = 0; k < 2; k++) {
-        const float *z = dwf_trainer_layer0(t, k);
-        for (int j = 0; j < blobs_test.n; j++) {
-            dwf_dataset_range(&blobs_test, dwf_trainer_norm(t), j, 1, x, NULL);
-            for (int r = 0; r < units; r++) {
-                float bv = b->w[r];
-                double want = fabsf(bv) >= o.eps_prune ? bv : 0.0, mag = fabs(want);
-                for (int c = 0; c < dim; c++) {
-                    float wv = w->w[(size_t)r * dim + c];
-                    if (fabsf(wv) >= o.eps_prune) {
-                        want += (double)wv * x[c];
-                        mag += fabs((double)wv * x[c]);
-                    }
+    for (int k = 0; k < 2; k++)
+        for (int dl = 0; dl < nd; dl++) {
+            int li = dense[dl], units = a.layers[li].units;
+            int dim = dl == 0 ? blobs_test.dim : a.layers[dense[dl - 1]].units;
+            const dwf_param *w = &m->params[m->weight_idx[li]], *b = &m->params[m->bias_idx[li]];
+            const float *z = dwf_trainer_layer_out(t, k, dl);
+            ck_assert_ptr_nonnull(z);
+            if (dl == 0)
+                ck_assert_ptr_eq(z, dwf_trainer_layer0(t, k));
+            for (int j = 0; j < blobs_test.n; j++) {
+                if (dl == 0) {
+                    dwf_dataset_range(&blobs_test, dwf_trainer_norm(t), j, 1, x, NULL);
+                } else {
+                    const float *p = dwf_trainer_layer_out(t, k, dl - 1) + (size_t)j * dim;
+                    for (int c = 0; c < dim; c++)
+                        x[c] = p[c] > 0.0f ? p[c] : 0.0f;
                 }
-                double got = z[(size_t)j * units + r];
-                ck_assert_msg(fabs(got - want) <= 1e-5 * (1.0 + mag),
-                              "set %d sample %d unit %d: %g, want %g", k, j, r, got, want);
+                for (int r = 0; r < units; r++) {
+                    float bv = b->w[r];
+                    double want = fabsf(bv) >= o.eps_prune ? bv : 0.0, mag = fabs(want);
+                    for (int c = 0; c < dim; c++) {
+                        float wv = w->w[(size_t)r * dim + c];
+                        if (fabsf(wv) >= o.eps_prune) {
+                            want += (double)wv * x[c];
+                            mag += fabs((double)wv * x[c]);
+                        }
+                    }
+                    double got = z[(size_t)j * units + r];
+                    ck_assert_msg(fabs(got - want) <= 1e-5 * (1.0 + mag),
+                                  "set %d sample %d layer %d unit %d: %g, want %g", k, j, dl,
+                                  r, got, want);
+                }
             }
         }
-    }
     free(x);
     uint8_t *buf = NULL;
     size_t len = 0;
