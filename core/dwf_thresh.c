@@ -235,8 +235,30 @@ static void removal_indices(const float *t, int n, const float *v, int64_t nnz, 
         q[k] = removal_index(t, n, fabsf(v[k]));
 }
 
+typedef struct grid_job {
+    const grid *g;
+    const dwf_smodel *s;
+    int n;
+} grid_job;
+
+/* Lane id's share of every weighted layer's removal indices. */
+static void grid_run(void *arg, int id)
+{
+    grid_job *j = arg;
+    const dwf_arch *a = &j->s->arch;
+    for (int i = 0; i < a->n_layers; i++) {
+        if (!dwf_layer_has_weight(a->layers[i].kind))
+            continue;
+        const dwf_csr *c = &j->s->w[i];
+        int64_t k0 = c->nnz * id / j->n / 16 * 16, k1 = c->nnz * (id + 1) / j->n / 16 * 16;
+        if (id == j->n - 1)
+            k1 = c->nnz;
+        removal_indices(j->g->t, j->g->n, c->values + k0, k1 - k0, j->g->q[i] + k0);
+    }
+}
+
 static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
-                      dwf_err *err)
+                      dwf_workers *wk, dwf_err *err)
 {
     memset(g, 0, sizeof *g);
     const dwf_arch *a = &s->arch;
@@ -280,7 +302,17 @@ static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
         g->q[i] = big_alloc((size_t)(c->nnz > 0 ? c->nnz : 1) * sizeof *g->q[i]);
         if (!g->q[i])
             goto oom;
-        removal_indices(g->t, g->n, c->values, c->nnz, g->q[i]);
+    }
+    /* the removal indices, split over the team */
+    grid_job gj = {g, s, wk ? dwf_workers_count(wk) : 1};
+    if (wk)
+        dwf_workers_run(wk, grid_run, &gj);
+    else
+        grid_run(&gj, 0);
+    for (int i = 0; i < a->n_layers; i++) {
+        if (!dwf_layer_has_weight(a->layers[i].kind))
+            continue;
+        const dwf_csr *c = &s->w[i];
         /* removals per point (four interleaved counts: a run of equal q
          * would chain the increments), then non-zeros = removed later */
         int64_t *gone = calloc((size_t)4 * (g->n + 1), sizeof *gone);
@@ -2253,7 +2285,7 @@ static void scratch_run(void *arg, int id)
 
 static int curve_from_scratch(const dwf_smodel *s, const dwf_dataset *data[2],
                               const grid *g, double chance, int threads,
-                              dwf_thresh_curve *out, dwf_err *err)
+                              dwf_workers *team_wk, dwf_thresh_curve *out, dwf_err *err)
 {
     int on_val = has_data(data[0]), on_test = !on_val && has_data(data[1]);
     scratch_job j;
@@ -2277,7 +2309,10 @@ static int curve_from_scratch(const dwf_smodel *s, const dwf_dataset *data[2],
         }
     }
     dwf_workers *wk = NULL;
-    int rc = j.n > 1 ? dwf_workers_create(j.n, &wk, err) : 0;
+    int own = j.n > 1 && !team_wk;
+    int rc = own ? dwf_workers_create(j.n, &wk, err) : 0;
+    if (!own)
+        wk = team_wk;
     int dim = s->arch.in_c * s->arch.in_h * s->arch.in_w;
     for (int i = 0; i < j.n && !rc; i++) {
         rc = dwf_sws_create(s, REF_BATCH, &j.ws[i], err);
@@ -2329,7 +2364,8 @@ static int curve_from_scratch(const dwf_smodel *s, const dwf_dataset *data[2],
         if (stop_after(pt, on_val, on_test, chance))
             break;
     }
-    dwf_workers_free(wk);
+    if (own)
+        dwf_workers_free(wk);
     for (int i = 0; i < j.n; i++) {
         dwf_sws_free(j.ws[i]);
         free(j.x[i]);
@@ -2452,7 +2488,7 @@ out:
 }
 
 static int curve_incremental(const dwf_smodel *s, plan *P, const grid *g,
-                             const dwf_thresh_opts *o, double chance,
+                             const dwf_thresh_opts *o, double chance, dwf_workers *team_wk,
                              dwf_thresh_curve *out, dwf_err *err)
 {
     int n_blk = 0;
@@ -2466,9 +2502,13 @@ static int curve_incremental(const dwf_smodel *s, plan *P, const grid *g,
     memset(lanes, 0, sizeof lanes);
     dwf_workers *wk = NULL;
     uint8_t *done = NULL;
-    int rc = nl > 1 ? dwf_workers_create(nl, &wk, err) : 0;
+    /* the caller's team when it has as many lanes */
+    int own = nl > 1 && !(team_wk && dwf_workers_count(team_wk) == nl);
+    int rc = own ? dwf_workers_create(nl, &wk, err) : 0;
     if (rc)
         return rc;
+    if (!own && nl > 1)
+        wk = team_wk;
     if ((rc = plan_build(P, g, wk, nl, err)))
         goto out;
     /* the caller's later-layer outputs, where model 0's layers are whole */
@@ -2560,7 +2600,8 @@ static int curve_incremental(const dwf_smodel *s, plan *P, const grid *g,
         out->stats.reference_batch += lanes[i].ref_batch;
     }
 out:
-    dwf_workers_free(wk);
+    if (own)
+        dwf_workers_free(wk);
     for (int i = 0; i < nl; i++)
         lane_free(&lanes[i]);
     free(done);
@@ -2596,11 +2637,18 @@ int dwf_thresh_curve_compute(const dwf_smodel *s, const dwf_dataset *val,
     int n_classes = s->arch.n_classes > 0 ? s->arch.n_classes : 2;
     double chance = 1.0 / n_classes + o.chance_margin;
     grid g;
-    if ((rc = grid_build(s, &o, &g, err)))
+    /* one team of o.threads for the whole curve */
+    dwf_workers *wk = NULL;
+    if (o.threads > 1 && (rc = dwf_workers_create(o.threads, &wk, err)))
         return rc;
+    if ((rc = grid_build(s, &o, &g, wk, err))) {
+        dwf_workers_free(wk);
+        return rc;
+    }
     out->points = calloc((size_t)g.n, sizeof *out->points);
     if (!out->points) {
         grid_free(&g);
+        dwf_workers_free(wk);
         return dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
     }
     plan P;
@@ -2615,11 +2663,12 @@ int dwf_thresh_curve_compute(const dwf_smodel *s, const dwf_dataset *val,
     P.no_exact = o.no_exact_end;
     const dwf_dataset *data[2] = {P.data[0], P.data[1]};
     if (!o.from_scratch && P.nc >= 1 && (P.data[0] || P.data[1]) && mlp_view(s, &P))
-        rc = curve_incremental(s, &P, &g, &o, chance, out, err);
+        rc = curve_incremental(s, &P, &g, &o, chance, wk, out, err);
     else
-        rc = curve_from_scratch(s, data, &g, chance, o.threads, out, err);
+        rc = curve_from_scratch(s, data, &g, chance, o.threads, wk, out, err);
     plan_free(&P);
     grid_free(&g);
+    dwf_workers_free(wk);
     if (rc) {
         dwf_thresh_curve_free(out);
         return rc;
