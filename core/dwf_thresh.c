@@ -710,7 +710,53 @@ static int plan_later(plan *P, const grid *g, int e, int l, double op0,
 
 /* Chooses how layer 0 reaches each model and builds what that needs:
  * emap[p] is the model index of grid point p (every removal index is one). */
-static int plan_layer0(plan *P, const grid *g, const int *emap)
+/* The two passes of plan_layer0 over layer 0's entries, by rows split
+ * over the team (a row's sums and lists are its own). */
+typedef struct l0_job {
+    plan *P;
+    const grid *g;
+    const int *emap;
+    int pass, n;
+    double *sq, *ab, *rsq, *rab;
+    int32_t *cnt;
+} l0_job;
+
+static void l0_pass(void *arg, int id)
+{
+    l0_job *j = arg;
+    plan *P = j->P;
+    const mlp_layer *L = &P->L[0];
+    const dwf_csr *c = &P->s->w[L->li];
+    const int32_t *q = j->g->q[L->li];
+    int R = L->rows, r0 = (int)((int64_t)R * id / j->n), r1 = (int)((int64_t)R * (id + 1) / j->n);
+    for (int r = r0; r < r1; r++)
+        for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++) {
+            if (j->pass == 0) { /* row sums of model 0 and of what each model drops */
+                double v = c->values[k];
+                j->sq[r] += v * v;
+                j->ab[r] += fabs(v);
+                if (q[k] < j->g->n) {
+                    size_t o = (size_t)j->emap[q[k]] * R + r;
+                    j->rsq[o] += v * v;
+                    j->rab[o] += fabs(v);
+                    j->cnt[o]++;
+                }
+                continue;
+            }
+            /* the removal lists, in CSR order within each row */
+            if (q[k] >= j->g->n)
+                continue;
+            int e = j->emap[q[k]];
+            mat *m = &P->pt[e].rem;
+            if (e >= P->ex_from || P->pt[e].mode != L0_INC)
+                continue;
+            int32_t o = m->ptr[r] + j->cnt[(size_t)e * R + r]++;
+            m->idx[o] = c->indices[k];
+            m->val[o] = c->values[k];
+        }
+}
+
+static int plan_layer0(plan *P, const grid *g, const int *emap, dwf_workers *wk)
 {
     const mlp_layer *L = &P->L[0];
     const dwf_csr *c = &P->s->w[L->li];
@@ -726,19 +772,11 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
         rc = DWF_ENOMEM;
         goto out;
     }
-    /* one pass: row sums of model 0 and of what each model drops */
-    for (int r = 0; r < R; r++)
-        for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++) {
-            double v = c->values[k];
-            sq[r] += v * v;
-            ab[r] += fabs(v);
-            if (q[k] < g->n) {
-                size_t o = (size_t)emap[q[k]] * R + r;
-                rsq[o] += v * v;
-                rab[o] += fabs(v);
-                cnt[o]++;
-            }
-        }
+    l0_job lj = {P, g, emap, 0, wk ? dwf_workers_count(wk) : 1, sq, ab, rsq, rab, cnt};
+    if (wk)
+        dwf_workers_run(wk, l0_pass, &lj);
+    else
+        l0_pass(&lj, 0);
     for (int e = 0; e < E && !rc; e++) {
         pt_plan *pp = &P->pt[e];
         int p = pp->p;
@@ -837,20 +875,12 @@ static int plan_layer0(plan *P, const grid *g, const int *emap)
     }
     if (rc)
         goto out;
-    /* second pass: the removal lists, in CSR order within each row */
     memset(cnt, 0, ER * sizeof *cnt);
-    for (int r = 0; r < R; r++)
-        for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++) {
-            if (q[k] >= g->n)
-                continue;
-            int e = emap[q[k]];
-            mat *m = &P->pt[e].rem;
-            if (e >= P->ex_from || P->pt[e].mode != L0_INC)
-                continue;
-            int32_t o = m->ptr[r] + cnt[(size_t)e * R + r]++;
-            m->idx[o] = c->indices[k];
-            m->val[o] = c->values[k];
-        }
+    lj.pass = 1;
+    if (wk)
+        dwf_workers_run(wk, l0_pass, &lj);
+    else
+        l0_pass(&lj, 0);
 out:
     return rc;
 }
@@ -1041,7 +1071,7 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
             P->pt[P->n_pt++].p = p;
         emap[p] = P->n_pt - 1;
     }
-    rc = plan_layer0(P, g, emap);
+    rc = plan_layer0(P, g, emap, wk);
     free(emap);
     if (rc)
         goto oom;
