@@ -1196,13 +1196,13 @@ void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restr
         if (i < nr) {                                                         \
             float *yr = DM_Y(i);                                              \
             const VEC b_ = SET1(bias ? bias[r0 + i] : 0.0f);                  \
-            STORE(yr, nq == 1 ? ml : FULL, ADD(b_, a##i##0));                 \
+            STORE(yr, DM_MQ(0), ADD(b_, a##i##0));                            \
             if (nq > 1)                                                       \
-                STORE(yr + W_, nq == 2 ? ml : FULL, ADD(b_, a##i##1));        \
+                STORE(yr + DM_YQ(1), DM_MQ(1), ADD(b_, a##i##1));             \
             if (nq > 2)                                                       \
-                STORE(yr + 2 * W_, nq == 3 ? ml : FULL, ADD(b_, a##i##2));    \
+                STORE(yr + DM_YQ(2), DM_MQ(2), ADD(b_, a##i##2));             \
             if (nq > 3)                                                       \
-                STORE(yr + 3 * W_, ml, ADD(b_, a##i##3));                     \
+                STORE(yr + DM_YQ(3), DM_MQ(3), ADD(b_, a##i##3));             \
         }                                                                     \
     } while (0)
 /* Row k of the input and row i of the tile's output: a matrix with n
@@ -1212,6 +1212,13 @@ void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restr
 #define DM_X(k) (DM_CONV ? xb + off[k] : x + (size_t)(k) * n + j0)
 #define DM_Y(i) (DM_CONV ? y + (size_t)(r0 + (i)) * P + yo : y + (size_t)(r0 + (i)) * n + j0)
 #define DM_CUT(v) (cutting && !(fabsf(v) >= cut) ? 0.0f : (v))
+/* Vector q of a tile: W_ floats after the one before (the last one masked
+ * by ml), or (narrow, a constant: a convolution whose output rows fit one
+ * vector) the next output row, xs floats on in the input and ys in the
+ * output, each masked by ml. */
+#define DM_XQ(q) (narrow ? (size_t)(q) * xs : (size_t)(q) * W_)
+#define DM_YQ(q) (narrow ? (size_t)(q) * ys : (size_t)(q) * W_)
+#define DM_MQ(q) (narrow || nq == (q) + 1 || (q) == 3 ? ml : FULL)
 #define DM_TILE_BODY                                                          \
     const float *w0 = W + (size_t)r0 * cols;                                  \
     const float *w1 = nr > 1 ? w0 + cols : w0,                                \
@@ -1223,13 +1230,13 @@ void dwf_transpose(const float *restrict src, int64_t r, int64_t c, float *restr
     VEC a30 = a00, a31 = a00, a32 = a00, a33 = a00;                           \
     for (int k = 0; k < cols; k++) {                                          \
         const float *xr = DM_X(k);                                            \
-        VEC x0 = LOAD(xr, nq == 1 ? ml : FULL), x1 = x0, x2 = x0, x3 = x0;    \
+        VEC x0 = LOAD(xr, DM_MQ(0)), x1 = x0, x2 = x0, x3 = x0;               \
         if (nq > 1)                                                           \
-            x1 = LOAD(xr + W_, nq == 2 ? ml : FULL);                          \
+            x1 = LOAD(xr + DM_XQ(1), DM_MQ(1));                               \
         if (nq > 2)                                                           \
-            x2 = LOAD(xr + 2 * W_, nq == 3 ? ml : FULL);                      \
+            x2 = LOAD(xr + DM_XQ(2), DM_MQ(2));                               \
         if (nq > 3)                                                           \
-            x3 = LOAD(xr + 3 * W_, ml);                                       \
+            x3 = LOAD(xr + DM_XQ(3), DM_MQ(3));                               \
         DM_ROW(0, DM_CUT(w0[k]));                                             \
         DM_ROW(1, DM_CUT(w1[k]));                                             \
         DM_ROW(2, DM_CUT(w2[k]));                                             \
@@ -1258,7 +1265,8 @@ dm_tile_512(const float *restrict W, int cols, int r0, int nr, const float *rest
 {
     const float *xb = NULL;
     const int32_t *off = NULL;
-    size_t P = 0, yo = 0;
+    size_t P = 0, yo = 0, xs = 0, ys = 0;
+    const int narrow = 0;
     DM_TILE_BODY
 }
 #undef DM_CONV
@@ -1273,9 +1281,23 @@ dc_tile_512(const float *restrict W, int cols, int r0, int nr, const float *rest
             const float *restrict bias, float *restrict y)
 {
     const float *x = NULL;
+    size_t n = 0, j0 = 0, xs = 0, ys = 0;
+    const float cut = 0.0f;
+    const int cutting = 0, narrow = 0;
+    DM_TILE_BODY
+}
+
+/* The same for nq output rows of ow <= 16 positions each, one vector a
+ * row: xs = the input's row length, ys = ow. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+dcn_tile_512(const float *restrict W, int cols, int r0, int nr, const float *restrict xb,
+             const int32_t *restrict off, size_t P, size_t yo, size_t xs, size_t ys,
+             const int nq, __mmask16 ml, const float *restrict bias, float *restrict y)
+{
+    const float *x = NULL;
     size_t n = 0, j0 = 0;
     const float cut = 0.0f;
-    const int cutting = 0;
+    const int cutting = 0, narrow = 1;
     DM_TILE_BODY
 }
 #undef DM_CONV
@@ -1289,6 +1311,24 @@ dense_conv_512(const float *restrict W, int rows, int cols, const float *restric
                const float *restrict bias, float *restrict y)
 {
     size_t P = (size_t)oh * ow;
+    if (ow <= 16) { /* up to four output rows a tile, one vector each */
+        __mmask16 ml = (__mmask16)(ow == 16 ? 0xffff : (1u << ow) - 1);
+        for (int oy = 0; oy < oh; oy += 4) {
+            int nq = oh - oy < 4 ? oh - oy : 4;
+            const float *xb = xp + (size_t)oy * pw;
+            size_t yo = (size_t)oy * ow;
+            for (int r0 = 0; r0 < rows; r0 += 4) {
+                int nr = rows - r0 < 4 ? rows - r0 : 4;
+                switch (nq) {
+                case 1: dcn_tile_512(W, cols, r0, nr, xb, off, P, yo, pw, ow, 1, ml, bias, y); break;
+                case 2: dcn_tile_512(W, cols, r0, nr, xb, off, P, yo, pw, ow, 2, ml, bias, y); break;
+                case 3: dcn_tile_512(W, cols, r0, nr, xb, off, P, yo, pw, ow, 3, ml, bias, y); break;
+                default: dcn_tile_512(W, cols, r0, nr, xb, off, P, yo, pw, ow, 4, ml, bias, y); break;
+                }
+            }
+        }
+        return;
+    }
     for (int oy = 0; oy < oh; oy++)
         for (int ox0 = 0; ox0 < ow; ox0 += 64) {
             int m = ow - ox0 < 64 ? ow - ox0 : 64, nq = (m + 15) / 16;
@@ -1397,7 +1437,8 @@ dm_tile_avx2(const float *restrict W, int cols, int r0, int nr, const float *res
 {
     const float *xb = NULL;
     const int32_t *off = NULL;
-    size_t P = 0, yo = 0;
+    size_t P = 0, yo = 0, xs = 0, ys = 0;
+    const int narrow = 0;
     DM_TILE_BODY
 }
 #undef DM_CONV
@@ -1451,6 +1492,9 @@ dense_mm_avx2_cut(const float *restrict W, int rows, int cols, const float *rest
 #undef DM_CUT
 #undef DM_X
 #undef DM_Y
+#undef DM_XQ
+#undef DM_YQ
+#undef DM_MQ
 #endif
 
 int dwf_smodel_batch_invariant(void)
