@@ -83,34 +83,24 @@ if [ -x "$B/bench/bench_thresh" ] && [ -z "${BENCH_NO_THRESH:-}" ]; then
 import json, re, sys
 res = json.load(open(sys.argv[2]))
 res["thresh"] = json.loads(sys.argv[1])
-ep = re.search(r"(\d+) samples/s\s+([\d.]+)s", sys.argv[5])
-cu = re.search(r"threshold curve \(([\d.]+)s, ([\d.]+)% of the last epoch", sys.argv[5])
-if ep and cu:
-    train_s = 54000 / float(ep.group(1))
-    res["thresh_job"] = {"curve_seconds": float(cu.group(1)), "train_epoch_seconds": train_s,
-                         "ratio": float(cu.group(1)) / train_s,
-                         "job_epoch_ratio": float(cu.group(2)) / 100.0}
-    print(" LeNet-300-100 job curve %.3f s: %.3f of a training epoch (%.3f s), %.3f of the job's epoch"
-          % (float(cu.group(1)), float(cu.group(1)) / train_s, train_s, float(cu.group(2)) / 100.0))
-ep = re.search(r"(\d+) samples/s", sys.argv[4])
-cu = re.search(r"threshold curve \(([\d.]+)s, ([\d.]+)% of the last epoch", sys.argv[4])
-if ep and cu:
-    train_s = 60000 / float(ep.group(1))
-    res["thresh_main"] = {"curve_seconds": float(cu.group(1)), "train_epoch_seconds": train_s,
-                          "ratio": float(cu.group(1)) / train_s, "job_epoch_ratio": float(cu.group(2)) / 100.0}
-    print(" main job curve %.3f s: %.3f of a training epoch (%.2f s), %.3f of the job's epoch"
-          % (float(cu.group(1)), float(cu.group(1)) / train_s, train_s, float(cu.group(2)) / 100.0))
-ep = re.search(r"(\d+) samples/s\s+([\d.]+)s", sys.argv[3])
-cu = re.search(r"threshold curve \(([\d.]+)s, ([\d.]+)% of the last epoch", sys.argv[3])
-if ep and cu:
-    train_s = 54000 / float(ep.group(1))
-    res["thresh_lenet5"] = {"curve_seconds": float(cu.group(1)), "train_epoch_seconds": train_s,
-                            "job_epoch_seconds": float(ep.group(2)),
-                            "ratio": float(cu.group(1)) / train_s,
-                            "job_epoch_ratio": float(cu.group(2)) / 100.0}
-    print(" LeNet-5 curve %.2f s: %.2f of a training epoch (%.2f s), %.2f of the job's epoch (%.2f s)"
-          % (float(cu.group(1)), float(cu.group(1)) / train_s, train_s, float(cu.group(2)) / 100.0,
-             float(ep.group(2))))
+def job_curve(text, train_samples, key, label):
+    """The curve a `dwf train` job printed against its training epoch
+    (train_samples / samples/s) and its whole last epoch."""
+    ep = re.search(r"(\d+) samples/s\s+([\d.]+)s", text)
+    cu = re.search(r"threshold curve \(([\d.]+)s, ([\d.]+)% of the last epoch", text)
+    if not (ep and cu):
+        return
+    curve, train_s = float(cu.group(1)), train_samples / float(ep.group(1))
+    res[key] = {"curve_seconds": curve, "train_epoch_seconds": train_s,
+                "ratio": curve / train_s, "job_epoch_ratio": float(cu.group(2)) / 100.0}
+    print(" %s curve %.3f s: %.3f of a training epoch (%.3f s), %.3f of the job's epoch"
+          % (label, curve, curve / train_s, train_s, float(cu.group(2)) / 100.0))
+    return ep
+job_curve(sys.argv[5], 54000, "thresh_job", "LeNet-300-100 job")
+job_curve(sys.argv[4], 60000, "thresh_main", "main job")
+ep = job_curve(sys.argv[3], 54000, "thresh_lenet5", "LeNet-5")
+if ep:  # a one-epoch run: its cumulative time is the job's epoch
+    res["thresh_lenet5"]["job_epoch_seconds"] = float(ep.group(2))
 json.dump(res, open(sys.argv[2], "w"), indent=1)
 PY
 fi
