@@ -151,21 +151,10 @@ static double mx(double a, double b)
 }
 
 /* The first maximum, as dwf_softmax_xent counts a correct prediction. */
-static int argmax_f(const float *z, int c)
-{
-    int am = 0;
-    float m = z[0];
-    for (int j = 1; j < c; j++)
-        if (z[j] > m) {
-            m = z[j];
-            am = j;
-        }
-    return am;
-}
-
 static void *big_alloc(size_t n);
 
-/* argmax_f of column s of z (c x n, feature-major). */
+/* The first largest of column s of z (c x n, feature-major; NaN never
+ * wins), as the reference's accuracy counts it. */
 static int argmax_col(const float *z, int c, int n, int s)
 {
     int am = 0;
@@ -176,6 +165,12 @@ static int argmax_col(const float *z, int c, int n, int s)
             am = j;
         }
     return am;
+}
+
+/* ... of a sample-major row z[0..c). */
+static int argmax_f(const float *z, int c)
+{
+    return argmax_col(z, c, 1, 0);
 }
 
 /* ---- the grid ------------------------------------------------------------ */
@@ -387,7 +382,7 @@ typedef struct mlp_layer {
     double gam;           /* u sqrt(cols + 2): rounding std per sum |terms| */
 } mlp_layer;
 
-/* Memory of a plan: bump allocation from chunks of at least 2 MB marked
+/* Memory of a plan (and of a lane's near-tie layers): bump allocation from chunks of at least 2 MB marked
  * for transparent huge pages (big_alloc), all released together by
  * arena_free - a plan's hundreds of arrays fresh from malloc cost a page
  * fault per 4 KB (about 12 us each on the bench VM), a tenth of a first
@@ -433,6 +428,18 @@ static void *arena_calloc(arena *a, size_t n, size_t size)
     if (r)
         memset(r, 0, n * size);
     return r;
+}
+
+/* Empties a for reuse, keeping its first chunk. */
+static void arena_reset(arena *a)
+{
+    for (int i = 1; i < a->n; i++)
+        free(a->chunks[i]);
+    if (a->n > 0) {
+        a->n = 1;
+        a->cur = a->chunks[0];
+        a->end = a->cur + ARENA_CHUNK;
+    }
 }
 
 static void arena_free(arena *a)
@@ -980,6 +987,41 @@ static void plan_run(void *arg, int id)
         j->rc[id] = ex_build(P, j->g, P->pt[e].p, &P->ex[e - P->ex_from], &P->mem[id]);
 }
 
+/* w = the entries of src at grid point p (removal index above p): the rows
+ * r with rmap[r] >= 0, as row rmap[r] of rows (all, in place, without
+ * rmap), columns renumbered by cmap (unless NULL) into cols; from arena a. */
+static int csr_pick(const dwf_csr *src, const int32_t *q, int p, const int32_t *rmap,
+                    int rows, const int32_t *cmap, int cols, dwf_csr *w, arena *a)
+{
+    int64_t nnz = 0;
+    for (int r = 0; r < src->rows; r++)
+        if (!rmap || rmap[r] >= 0)
+            for (int64_t k = src->indptr[r]; k < src->indptr[r + 1]; k++)
+                nnz += q[k] > p;
+    w->rows = rows;
+    w->cols = cols;
+    w->nnz = nnz;
+    w->indptr = arena_alloc(a, ((size_t)rows + 1) * sizeof *w->indptr);
+    w->indices = arena_alloc(a, (size_t)nnz * sizeof *w->indices);
+    w->values = arena_alloc(a, (size_t)nnz * sizeof *w->values);
+    if (!w->indptr || !w->indices || !w->values)
+        return DWF_ENOMEM;
+    int64_t o = 0;
+    w->indptr[0] = 0;
+    for (int r = 0; r < src->rows; r++) {
+        int i = rmap ? rmap[r] : r;
+        if (i < 0)
+            continue;
+        for (int64_t k = src->indptr[r]; k < src->indptr[r + 1]; k++)
+            if (q[k] > p) {
+                w->indices[o] = cmap ? cmap[src->indices[k]] : src->indices[k];
+                w->values[o++] = src->values[k];
+            }
+        w->indptr[i + 1] = o;
+    }
+    return 0;
+}
+
 /* The exact-end model of grid point p (compacted, see ex_model). */
 static int ex_build(plan *P, const grid *g, int p, ex_model *x, arena *a)
 {
@@ -1015,41 +1057,13 @@ static int ex_build(plan *P, const grid *g, int p, ex_model *x, arena *a)
     /* forwards: the kept rows, their entries at p, columns renumbered */
     for (int l = 0; l < nd && !rc; l++) {
         const mlp_layer *L = &P->L[l];
-        const dwf_csr *c = &P->s->w[L->li];
-        const int32_t *q = g->q[L->li];
-        dwf_csr *w = &x->w[l];
-        int64_t nnz = 0;
-        for (int r = 0; r < L->rows; r++)
+        rc = csr_pick(&P->s->w[L->li], g->q[L->li], p, map[l], kept[l],
+                      l > 0 ? map[l - 1] : NULL, l > 0 ? kept[l - 1] : L->cols, &x->w[l], a);
+        if (!rc && L->bias && !(x->b[l] = arena_alloc(a, (size_t)kept[l] * sizeof(float))))
+            rc = DWF_ENOMEM;
+        for (int r = 0; !rc && L->bias && r < L->rows; r++)
             if (map[l][r] >= 0)
-                for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++)
-                    nnz += q[k] > p;
-        w->rows = kept[l];
-        w->cols = l > 0 ? kept[l - 1] : L->cols;
-        w->nnz = nnz;
-        w->indptr = arena_alloc(a, ((size_t)kept[l] + 1) * sizeof *w->indptr);
-        w->indices = arena_alloc(a, (size_t)nnz * sizeof *w->indices);
-        w->values = arena_alloc(a, (size_t)nnz * sizeof *w->values);
-        if (L->bias && !(x->b[l] = arena_alloc(a, (size_t)kept[l] * sizeof(float))))
-            rc = DWF_ENOMEM;
-        if (rc || !w->indptr || !w->indices || !w->values) {
-            rc = DWF_ENOMEM;
-            break;
-        }
-        int64_t o = 0;
-        w->indptr[0] = 0;
-        for (int r = 0; r < L->rows; r++) {
-            int i = map[l][r];
-            if (i < 0)
-                continue;
-            for (int64_t k = c->indptr[r]; k < c->indptr[r + 1]; k++)
-                if (q[k] > p) {
-                    w->indices[o] = l > 0 ? map[l - 1][c->indices[k]] : c->indices[k];
-                    w->values[o++] = c->values[k];
-                }
-            w->indptr[i + 1] = o;
-            if (L->bias)
-                x->b[l][i] = L->bias[r];
-        }
+                x->b[l][map[l][r]] = L->bias[r];
     }
     for (int l = 0; l < nd; l++)
         free(map[l]);
@@ -1222,6 +1236,7 @@ typedef struct lane {
     float *rx, *rz;       /* a reference batch and its logits */
     int64_t exact;        /* samples x models evaluated there */
     int64_t given;        /* samples whose model 0 took opts->later */
+    arena mem;            /* near ties' layers at a point (ref_mlp) */
     int64_t ref_batch;    /* samples in the reference batches run */
     int rc;               /* of the reference evaluations */
     dwf_err err;
@@ -1304,6 +1319,7 @@ static size_t lane_layout(lane *w, const plan *P, uintptr_t base)
 
 static void lane_free(lane *w)
 {
+    arena_free(&w->mem);
     free(w->arena);
     free(w->fb);
     memset(w, 0, sizeof *w);
@@ -2142,36 +2158,6 @@ out:
     return r;
 }
 
-/* The layer of s at grid point p as a CSR (entries with removal index
- * above p), into c. */
-static int csr_at(const dwf_csr *src, const int32_t *q, int p, dwf_csr *c)
-{
-    int64_t nnz = 0;
-    for (int64_t k = 0; k < src->nnz; k++)
-        nnz += q[k] > p;
-    memset(c, 0, sizeof *c);
-    c->rows = src->rows;
-    c->cols = src->cols;
-    c->nnz = nnz;
-    c->indptr = malloc(((size_t)src->rows + 1) * sizeof *c->indptr);
-    c->indices = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *c->indices);
-    c->values = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof *c->values);
-    if (!c->indptr || !c->indices || !c->values) {
-        dwf_csr_free(c);
-        return DWF_ENOMEM;
-    }
-    int64_t o = 0;
-    c->indptr[0] = 0;
-    for (int r = 0; r < src->rows; r++) {
-        for (int64_t k = src->indptr[r]; k < src->indptr[r + 1]; k++)
-            if (q[k] > p) {
-                c->indices[o] = src->indices[k];
-                c->values[o++] = src->values[k];
-            }
-        c->indptr[r + 1] = o;
-    }
-    return 0;
-}
 
 /* Near ties f[0..n) of model e, none from a reference batch of one, where
  * the kernels are batch-invariant: the reference's own products layer by
@@ -2185,10 +2171,13 @@ static int ref_mlp(lane *w, const grid *g, int e, const fb_ent *f, int n, int64_
     int p = P->pt[e].p, nd = P->nd, nc = P->nc, rc = 0;
     float cut = g->t[p];
     dwf_csr c[DWF_MAX_LAYERS];
-    memset(c, 0, sizeof c);
-    for (int l = 0; l < nd && !rc; l++)
+    arena_reset(&w->mem);
+    for (int l = 0; l < nd && !rc; l++) {
+        const dwf_csr *src = &s->w[P->L[l].li];
         if (!s->dense[P->L[l].li])
-            rc = csr_at(&s->w[P->L[l].li], g->q[P->L[l].li], p, &c[l]);
+            rc = csr_pick(src, g->q[P->L[l].li], p, NULL, src->rows, NULL, src->cols, &c[l],
+                          &w->mem);
+    }
     for (int i0 = 0; i0 < n && !rc; i0 += BLK) {
         int nb = n - i0 < BLK ? n - i0 : BLK;
         for (int i = 0; i < nb; i++)
@@ -2215,8 +2204,6 @@ static int ref_mlp(lane *w, const grid *g, int e, const fb_ent *f, int n, int64_
         }
         w->ref_batch += nb;
     }
-    for (int l = 0; l < nd; l++)
-        dwf_csr_free(&c[l]);
     return rc;
 }
 
