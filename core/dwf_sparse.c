@@ -815,25 +815,8 @@ static int csr_filter(dwf_csr *dst, const dwf_csr *src, float eps, dwf_err *err)
     return 0;
 }
 
-static int rethreshold(const dwf_smodel *src, float eps, const dwf_kv *kv, int n_kv,
-                       int copies, dwf_smodel *out, dwf_err *err);
-
 int dwf_smodel_rethreshold(const dwf_smodel *src, float eps, const dwf_kv *kv,
                            int n_kv, dwf_smodel *out, dwf_err *err)
-{
-    return rethreshold(src, eps, kv, n_kv, 1, out, err);
-}
-
-int dwf_smodel_rethreshold_csr(const dwf_smodel *src, float eps, dwf_smodel *out,
-                               dwf_err *err)
-{
-    return rethreshold(src, eps, NULL, 0, 0, out, err);
-}
-
-/* The model at eps; with copies, the dense and batch-1 copies of the
- * default crossover. */
-static int rethreshold(const dwf_smodel *src, float eps, const dwf_kv *kv, int n_kv,
-                       int copies, dwf_smodel *out, dwf_err *err)
 {
     memset(out, 0, sizeof *out);
     if (!isfinite(eps) || !(eps >= src->eps))
@@ -865,7 +848,7 @@ static int rethreshold(const dwf_smodel *src, float eps, const dwf_kv *kv, int n
             : copy_meta(out, src->spec, src->kv, src->n_kv, err);
     if (rc)
         goto fail;
-    if (copies && (rc = dwf_smodel_set_crossover(out, DWF_SPARSE_CROSSOVER, err)))
+    if ((rc = dwf_smodel_set_crossover(out, DWF_SPARSE_CROSSOVER, err)))
         goto fail;
     return 0;
 fail:

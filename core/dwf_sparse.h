@@ -92,13 +92,6 @@ void dwf_smodel_free(dwf_smodel *s);
 int dwf_smodel_rethreshold(const dwf_smodel *src, float eps, const dwf_kv *kv,
                            int n_kv, dwf_smodel *out, dwf_err *err);
 
-/* The same model without dense or batch-1 copies (CSR only, every layer
- * run sparse): where dwf_smodel_batch_invariant()
- * holds, its logits in batches of two or more are bit for bit those of
- * dwf_smodel_rethreshold's model, with less memory to build. */
-int dwf_smodel_rethreshold_csr(const dwf_smodel *src, float eps, dwf_smodel *out,
-                               dwf_err *err);
-
 /* Non-zero weights, total weights, and the same with biases. */
 void dwf_smodel_counts(const dwf_smodel *s, int64_t *weights, int64_t *nonzero,
                        int64_t *params, int64_t *params_nonzero);
