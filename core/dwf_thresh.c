@@ -74,6 +74,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -2055,6 +2056,7 @@ typedef struct team {
     lane *lanes;
     int n;
     int b0, b1;           /* the blocks of this phase */
+    atomic_int next;      /* the next block to claim */
     int n_use;            /* models of this phase */
     const grid *g;
     const fb_ent *all;    /* near ties, sorted by model */
@@ -2066,8 +2068,15 @@ static void lane_run(void *arg, int id)
 {
     team *t = arg;
     lane *w = &t->lanes[id];
-    for (int b = t->b0 + id; b < t->b1; b += t->n)
+    /* blocks are claimed, not dealt: the VM's cores differ in speed from
+     * one moment to the next. A block's results do not depend on the lane
+     * that runs it (counts are summed, near ties sorted). */
+    for (;;) {
+        int b = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (b >= t->b1)
+            break;
         run_block(w, t->P->blk[b][0], t->P->blk[b][1], t->P->blk[b][2], t->n_use);
+    }
 }
 
 /* ---- near ties: the reference forward ------------------------------------- */
@@ -2413,6 +2422,7 @@ static int run_lanes(team *t, dwf_workers *wk, int ds, int n_use, dwf_err *err)
     while (t->b1 < P->n_blk && P->blk[t->b1][0] == ds)
         t->b1++;
     t->n_use = n_use;
+    atomic_init(&t->next, t->b0);
     team_run(wk, lane_run, t);
     for (int i = 0; i < t->n; i++)
         if (t->lanes[i].rc) {
@@ -2545,7 +2555,7 @@ static int curve_incremental(const dwf_smodel *s, plan *P, const grid *g,
             rc = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
     if (rc)
         goto out;
-    team t = {P, lanes, nl, 0, 0, 0, g, NULL, NULL, NULL, 0};
+    team t = {.P = P, .lanes = lanes, .n = nl, .g = g};
     /* the data set that decides the stop goes first, through every model;
      * its accuracy before the near ties lies in [ok, ok + ties] / n, which
      * mostly settles the stop without them (else the model's near ties go
