@@ -8,6 +8,7 @@
  * hands it over only when complete, so a failed call leaves *out zeroed.
  */
 #include "dwf_data.h"
+#include "dwf_simd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -796,6 +797,52 @@ void dwf_norm_fit(dwf_norm *norm, dwf_norm_kind kind, const dwf_dataset *d)
 
 /* Normalizes b samples: rows idx[i] when idx is non-NULL, else the rows
  * start + i. */
+/* Bytes to normalized floats: lut[v] = (float)((v - mean) / sd). With
+ * mean 0 (x / 255 and no normalization) the vector loop computes (float)v
+ * times 1 / sd where that gives the same float for all 256 bytes, else
+ * (float)v / sd (always the same: double rounding of a quotient of floats
+ * is innocuous); checked byte by byte. */
+typedef struct lut_map {
+    float lut[256];
+    float sd, inv;
+    int mode;  /* 0: lut, 1: multiply by inv, 2: divide by sd */
+} lut_map;
+
+static void lut_init(lut_map *m, const dwf_norm *norm)
+{
+    const double mean = norm ? norm->mean : 0.0;
+    const double sd = norm && norm->std != 0.0f ? norm->std : 1.0;
+    m->sd = (float)sd;
+    m->inv = (float)(1.0 / sd);
+    int mul = mean == 0.0, div = mean == 0.0;
+    for (int v = 0; v < 256; v++) {
+        float l = (float)(((double)v - mean) / sd), a = (float)v * m->inv,
+              q = (float)v / m->sd;
+        m->lut[v] = l;
+        mul &= memcmp(&a, &l, sizeof l) == 0;
+        div &= memcmp(&q, &l, sizeof l) == 0;
+    }
+    m->mode = mul ? 1 : div ? 2 : 0;
+}
+
+/* x[j] = lut[src[j]] for n bytes. */
+DWF_VEC static void lut_apply(const lut_map *m, const uint8_t *restrict src, size_t n,
+                              float *restrict x)
+{
+    if (m->mode == 1) {
+        const float inv = m->inv;
+        for (size_t j = 0; j < n; j++)
+            x[j] = (float)src[j] * inv;
+    } else if (m->mode == 2) {
+        const float sd = m->sd;
+        for (size_t j = 0; j < n; j++)
+            x[j] = (float)src[j] / sd;
+    } else {
+        for (size_t j = 0; j < n; j++)
+            x[j] = m->lut[src[j]];
+    }
+}
+
 static void batch_rows(const dwf_dataset *d, const dwf_norm *norm,
                        const int *idx, int start, int b, float *x, int32_t *y)
 {
@@ -803,21 +850,13 @@ static void batch_rows(const dwf_dataset *d, const dwf_norm *norm,
     const double mean = norm ? norm->mean : 0.0;
     const double sd = norm && norm->std != 0.0f ? norm->std : 1.0;
     if (d->x_u8) {
-        float lut[256];
-        for (int v = 0; v < 256; v++)
-            lut[v] = (float)(((double)v - mean) / sd);
+        lut_map m;
+        lut_init(&m, norm);
         if (!idx) {
-            const uint8_t *src = d->x_u8 + (size_t)start * dim;
-            size_t total = (size_t)b * dim;
-            for (size_t j = 0; j < total; j++)
-                x[j] = lut[src[j]];
+            lut_apply(&m, d->x_u8 + (size_t)start * dim, (size_t)b * dim, x);
         } else {
-            for (int i = 0; i < b; i++) {
-                const uint8_t *src = d->x_u8 + (size_t)idx[i] * dim;
-                float *dst = x + (size_t)i * dim;
-                for (size_t j = 0; j < dim; j++)
-                    dst[j] = lut[src[j]];
-            }
+            for (int i = 0; i < b; i++)
+                lut_apply(&m, d->x_u8 + (size_t)idx[i] * dim, dim, x + (size_t)i * dim);
         }
     } else {
         const float m = (float)mean, inv = (float)(1.0 / sd);

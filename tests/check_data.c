@@ -597,6 +597,45 @@ START_TEST(norm_and_batch_u8)
 }
 END_TEST
 
+/* Every byte under several norms, bit for bit against the definition
+ * (float)((v - mean) / std) in double: whatever arithmetic the batch
+ * assembly picks (a table, a product, a quotient), the floats are the
+ * same; odd lengths exercise the vector loops' tails. */
+START_TEST(norm_every_byte_exact)
+{
+    static const float norms[][2] = {{0.0f, 255.0f}, {0.0f, 1.0f}, {0.0f, 3.7f},
+                                     {0.0f, 0.1f},   {72.94f, 90.02f}, {0.0f, 0.0f},
+                                     {-1.5f, 255.0f}};
+    dwf_dataset d = {0};
+    d.n = 3, d.c = d.dim = 257, d.h = d.w = 1, d.n_classes = 2;
+    d.x_u8 = malloc((size_t)d.n * d.dim);
+    d.y = calloc((size_t)d.n, sizeof *d.y);
+    ck_assert_ptr_nonnull(d.x_u8);
+    for (int i = 0; i < d.n * d.dim; i++)
+        d.x_u8[i] = (uint8_t)(i * 7 + i / 256);
+    float *x = malloc((size_t)d.n * d.dim * sizeof *x);
+    for (size_t k = 0; k < sizeof norms / sizeof norms[0]; k++) {
+        dwf_norm nm = {DWF_NORM_STANDARDIZE, norms[k][0], norms[k][1]};
+        double sd = nm.std != 0.0f ? nm.std : 1.0;
+        int idx[2] = {2, 0};
+        dwf_dataset_range(&d, &nm, 0, d.n, x, NULL);
+        for (int i = 0; i < d.n * d.dim; i++) {
+            float want = (float)(((double)d.x_u8[i] - nm.mean) / sd);
+            ck_assert_msg(memcmp(&x[i], &want, sizeof want) == 0,
+                          "norm %zu byte %d: %a, want %a", k, d.x_u8[i], x[i], want);
+        }
+        dwf_dataset_batch(&d, &nm, idx, 2, x, NULL);
+        for (int i = 0; i < 2 * d.dim; i++) {
+            int v = d.x_u8[idx[i / d.dim] * d.dim + i % d.dim];
+            float want = (float)(((double)v - nm.mean) / sd);
+            ck_assert(memcmp(&x[i], &want, sizeof want) == 0);
+        }
+    }
+    free(x);
+    dwf_dataset_free(&d);
+}
+END_TEST
+
 START_TEST(norm_and_batch_f32)
 {
     dwf_dataset d;
@@ -701,6 +740,7 @@ static Suite *data_suite(void)
     tcase_add_test(tc, take_head);
     tcase_add_test(tc, split);
     tcase_add_test(tc, norm_and_batch_u8);
+    tcase_add_test(tc, norm_every_byte_exact);
     tcase_add_test(tc, norm_and_batch_f32);
     tcase_add_test(tc, fashion_mnist_t10k);
     suite_add_tcase(s, tc);
