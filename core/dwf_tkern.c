@@ -135,15 +135,17 @@ csr_fd_512(const int32_t *restrict ip, const int32_t *restrict ix,
 
 /* csr_fd_512 for a wide x (cols x n larger than L2 bandwidth can feed the
  * row-by-row kernel): the same sums in the same order per row, but the
- * columns go in panels of DWF_TK_PANEL features by 64 sample columns, so that the
- * x rows a panel reads stay in L1 while the rows' entries in that panel
- * stream by, two rows at a time (independent chains); each row's float
- * partial sums wait in acc (rows x 64) between panels. cur (rows) is
- * scratch. */
+ * columns go in panels of DWF_TK_PANEL features by up to 128 sample
+ * columns (a whole block: eight vectors an entry, so that an entry's
+ * index, weight and loop step serve 128 products), so that the x rows a
+ * panel reads stay in L1 while the rows' entries in that panel stream by,
+ * two rows at a time (independent chains); each row's float partial sums
+ * wait in acc (rows x 128) between panels. cur (rows) is scratch. */
 #define FP_ACC(a, w, xr, q)                                                   \
     do {                                                                      \
         if (nq > q)                                                           \
-            a##q = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(nq == q + 1 ? ml : 0xffff, (xr) + 16 * q), a##q); \
+            a##q = _mm512_fmadd_ps(w, nq == q + 1 ? _mm512_maskz_loadu_ps(ml, (xr) + 16 * q) \
+                                                  : _mm512_loadu_ps((xr) + 16 * q), a##q); \
     } while (0)
 #define FP_ENTRY(a, k)                                                        \
     do {                                                                      \
@@ -153,28 +155,55 @@ csr_fd_512(const int32_t *restrict ip, const int32_t *restrict ix,
         FP_ACC(a, w_, xr_, 1);                                                \
         FP_ACC(a, w_, xr_, 2);                                                \
         FP_ACC(a, w_, xr_, 3);                                                \
+        FP_ACC(a, w_, xr_, 4);                                                \
+        FP_ACC(a, w_, xr_, 5);                                                \
+        FP_ACC(a, w_, xr_, 6);                                                \
+        FP_ACC(a, w_, xr_, 7);                                                \
+    } while (0)
+#define FP_LOAD(a, p)                                                         \
+    __m512 a##0 = _mm512_loadu_ps(p), a##1 = _mm512_loadu_ps((p) + 16),      \
+           a##2 = _mm512_loadu_ps((p) + 32), a##3 = _mm512_loadu_ps((p) + 48), \
+           a##4 = a##0, a##5 = a##0, a##6 = a##0, a##7 = a##0;                 \
+    if (nq > 4) {                                                             \
+        a##4 = _mm512_loadu_ps((p) + 64);                                     \
+        a##5 = _mm512_loadu_ps((p) + 80);                                     \
+        a##6 = _mm512_loadu_ps((p) + 96);                                     \
+        a##7 = _mm512_loadu_ps((p) + 112);                                    \
+    }
+#define FP_STORE(a, p)                                                        \
+    do {                                                                      \
+        _mm512_storeu_ps(p, a##0);                                            \
+        _mm512_storeu_ps((p) + 16, a##1);                                     \
+        _mm512_storeu_ps((p) + 32, a##2);                                     \
+        _mm512_storeu_ps((p) + 48, a##3);                                     \
+        if (nq > 4) {                                                         \
+            _mm512_storeu_ps((p) + 64, a##4);                                 \
+            _mm512_storeu_ps((p) + 80, a##5);                                 \
+            _mm512_storeu_ps((p) + 96, a##6);                                 \
+            _mm512_storeu_ps((p) + 112, a##7);                                \
+        }                                                                     \
     } while (0)
 
+/* One tile of up to 128 sample columns from j0 (nq vectors, the last
+ * masked by ml; acc rows hold 128 floats, of which the tile uses 16 nq). */
 __attribute__((target("avx512f"), always_inline)) static inline void
-fp_half(const int32_t *restrict ip, const int32_t *restrict ix, const float *restrict v,
+fp_tile(const int32_t *restrict ip, const int32_t *restrict ix, const float *restrict v,
         int rows, int cols, const float *restrict x, int n, int j0, const int nq,
         __mmask16 ml, int set, const float *restrict bias, double *restrict z,
         float *restrict acc, int32_t *restrict cur)
 {
     for (int r = 0; r < rows; r++)
         cur[r] = ip[r];
-    memset(acc, 0, (size_t)rows * 64 * sizeof(float));
+    memset(acc, 0, (size_t)rows * 128 * sizeof(float));
     for (int p1 = DWF_TK_PANEL; p1 - DWF_TK_PANEL < cols; p1 += DWF_TK_PANEL) {
         for (int r = 0; r < rows; r += 2) {
             int r2 = r + 1 < rows ? r + 1 : r;
             int32_t k = cur[r], e = ip[r + 1], k2 = cur[r2], e2 = r2 != r ? ip[r2 + 1] : k2;
             if (!(k < e && ix[k] < p1) && !(k2 < e2 && ix[k2] < p1))
                 continue;
-            float *ar = acc + (size_t)r * 64, *br = acc + (size_t)r2 * 64;
-            __m512 a0 = _mm512_loadu_ps(ar), a1 = _mm512_loadu_ps(ar + 16),
-                   a2 = _mm512_loadu_ps(ar + 32), a3 = _mm512_loadu_ps(ar + 48);
-            __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16),
-                   b2 = _mm512_loadu_ps(br + 32), b3 = _mm512_loadu_ps(br + 48);
+            float *ar = acc + (size_t)r * 128, *br = acc + (size_t)r2 * 128;
+            FP_LOAD(a, ar);
+            FP_LOAD(b, br);
             for (; k < e && ix[k] < p1 && k2 < e2 && ix[k2] < p1; k++, k2++) {
                 FP_ENTRY(a, k);
                 FP_ENTRY(b, k2);
@@ -183,16 +212,10 @@ fp_half(const int32_t *restrict ip, const int32_t *restrict ix, const float *res
                 FP_ENTRY(a, k);
             for (; k2 < e2 && ix[k2] < p1; k2++)
                 FP_ENTRY(b, k2);
-            _mm512_storeu_ps(ar, a0);
-            _mm512_storeu_ps(ar + 16, a1);
-            _mm512_storeu_ps(ar + 32, a2);
-            _mm512_storeu_ps(ar + 48, a3);
+            FP_STORE(a, ar);
             cur[r] = k;
             if (r2 != r) {
-                _mm512_storeu_ps(br, b0);
-                _mm512_storeu_ps(br + 16, b1);
-                _mm512_storeu_ps(br + 32, b2);
-                _mm512_storeu_ps(br + 48, b3);
+                FP_STORE(b, br);
                 cur[r2] = k2;
             }
         }
@@ -201,7 +224,7 @@ fp_half(const int32_t *restrict ip, const int32_t *restrict ix, const float *res
         if (!set && ip[r] == ip[r + 1])
             continue;
         double *zr = z + (size_t)r * n + j0;
-        const float *ar = acc + (size_t)r * 64;
+        const float *ar = acc + (size_t)r * 128;
         double b0 = bias && set ? (double)bias[r] : 0.0;
         for (int q = 0; q < nq; q++)
             fc_put(zr + 16 * q, b0, set, _mm512_loadu_ps(ar + 16 * q),
@@ -210,6 +233,8 @@ fp_half(const int32_t *restrict ip, const int32_t *restrict ix, const float *res
 }
 #undef FP_ACC
 #undef FP_ENTRY
+#undef FP_LOAD
+#undef FP_STORE
 
 __attribute__((target("avx512f"))) static void
 csr_fd_panel_512(const int32_t *restrict ip, const int32_t *restrict ix,
@@ -217,14 +242,18 @@ csr_fd_panel_512(const int32_t *restrict ip, const int32_t *restrict ix,
                  int n, int set, const float *restrict bias, double *restrict z,
                  float *restrict acc, int32_t *restrict cur)
 {
-    for (int j0 = 0; j0 < n; j0 += 64) {
-        int m = n - j0 < 64 ? n - j0 : 64, nq = (m + 15) / 16;
+    for (int j0 = 0; j0 < n; j0 += 128) {
+        int m = n - j0 < 128 ? n - j0 : 128, nq = (m + 15) / 16;
         __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
         switch (nq) {
-        case 1: fp_half(ip, ix, v, rows, cols, x, n, j0, 1, ml, set, bias, z, acc, cur); break;
-        case 2: fp_half(ip, ix, v, rows, cols, x, n, j0, 2, ml, set, bias, z, acc, cur); break;
-        case 3: fp_half(ip, ix, v, rows, cols, x, n, j0, 3, ml, set, bias, z, acc, cur); break;
-        default: fp_half(ip, ix, v, rows, cols, x, n, j0, 4, ml, set, bias, z, acc, cur); break;
+        case 1: fp_tile(ip, ix, v, rows, cols, x, n, j0, 1, ml, set, bias, z, acc, cur); break;
+        case 2: fp_tile(ip, ix, v, rows, cols, x, n, j0, 2, ml, set, bias, z, acc, cur); break;
+        case 3: fp_tile(ip, ix, v, rows, cols, x, n, j0, 3, ml, set, bias, z, acc, cur); break;
+        case 4: fp_tile(ip, ix, v, rows, cols, x, n, j0, 4, ml, set, bias, z, acc, cur); break;
+        case 5: fp_tile(ip, ix, v, rows, cols, x, n, j0, 5, ml, set, bias, z, acc, cur); break;
+        case 6: fp_tile(ip, ix, v, rows, cols, x, n, j0, 6, ml, set, bias, z, acc, cur); break;
+        case 7: fp_tile(ip, ix, v, rows, cols, x, n, j0, 7, ml, set, bias, z, acc, cur); break;
+        default: fp_tile(ip, ix, v, rows, cols, x, n, j0, 8, ml, set, bias, z, acc, cur); break;
         }
     }
 }

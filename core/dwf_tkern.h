@@ -42,7 +42,7 @@ void dwf_tk_csr(int fast, const int32_t *ip, const int32_t *ix, const float *v,
 
 /* The same for a wide x (cols inputs): where the rows are dense enough, by
  * panels of DWF_TK_PANEL features kept in L1 (same sums per row); acc
- * (rows x 64 floats) and cur (rows) are scratch. */
+ * (rows x 128 floats) and cur (rows) are scratch. */
 void dwf_tk_csr_wide(int fast, const int32_t *ip, const int32_t *ix, const float *v, int rows,
                      int cols, const float *x, int n, int set, const float *bias, double *z,
                      float *acc, int32_t *cur);
