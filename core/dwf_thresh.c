@@ -1224,7 +1224,8 @@ typedef struct lane {
     double *bsig;         /* per sample and class (nc x BLK): sigma of the
                              float rounding of its base logits */
     double *tv;           /* T of the gathered samples (nc x BLK) */
-    double *zold;         /* layer-0 rows before an increment (R0 x BLK) */
+    double *zold;         /* layer-0 rows before an increment (n_touch x BLK,
+                             n_touch < n_live / 4) */
     double *cv;           /* certification scratch (5 x BLK) */
     const double **bp;    /* per sample: its base's last-layer c2, c1 (2 x BLK) */
     double *za, *ta;      /* per gathered sample: max logit and its T */
@@ -1234,7 +1235,6 @@ typedef struct lane {
     fb_ent *fb;
     int n_fb, cap_fb;
     int failed;
-    float *rx, *rz;       /* a reference batch and its logits */
     int64_t exact;        /* samples x models evaluated there */
     int64_t given;        /* samples whose model 0 took opts->later */
     arena mem;            /* near ties' layers at a point (ref_mlp) */
@@ -1277,7 +1277,14 @@ static size_t lane_layout(lane *w, const plan *P, uintptr_t base)
     size_t B = BLK, R0 = (size_t)P->L[0].rows, M = (size_t)P->max_rows, nl = (size_t)P->nd;
     size_t nc = (size_t)P->nc, dim = (size_t)P->dim;
     uintptr_t at = base;
-    w->xs = carve(&at, B * dim * sizeof(float));
+    /* xs (a block's samples as read, dead once transposed into xf) shares
+     * its memory with g0 and hf (used only after that); fresh memory
+     * costs a page fault per 2 MB, up to ms each on the bench VM */
+    size_t later = B * M * (sizeof(double) + sizeof(float));
+    float *u = carve(&at, B * dim * sizeof(float) > later ? B * dim * sizeof(float) : later);
+    w->xs = u;
+    w->g0 = (double *)u;
+    w->hf = (float *)(w->g0 + B * M);
     w->xf = carve(&at, B * dim * sizeof(float));
     w->tmp = carve(&at, (B * R0 > dim ? B * R0 : dim) * sizeof(float));
     w->ys = carve(&at, B * sizeof(int32_t));
@@ -1297,8 +1304,6 @@ static size_t lane_layout(lane *w, const plan *P, uintptr_t base)
     w->hi = carve(&at, B * sizeof(double));
     w->T = carve(&at, M * sizeof(double));
     w->D = carve(&at, M * sizeof(double));
-    w->g0 = carve(&at, B * M * sizeof(double));
-    w->hf = carve(&at, B * M * sizeof(float));
     w->of = carve(&at, B * M * sizeof(float));
     w->gn2 = carve(&at, B * sizeof(double));
     w->gni = carve(&at, B * sizeof(double));
@@ -1306,15 +1311,13 @@ static size_t lane_layout(lane *w, const plan *P, uintptr_t base)
     w->gpm = carve(&at, B * sizeof(double));
     w->bsig = carve(&at, B * nc * sizeof(double));
     w->tv = carve(&at, B * nc * sizeof(double));
-    w->zold = carve(&at, B * R0 * sizeof(double));
+    w->zold = carve(&at, B * (R0 / 4 + 1) * sizeof(double)); /* n_touch < R0 / 4 */
     w->cv = carve(&at, 5 * B * sizeof(double));
     w->bp = carve(&at, 2 * B * sizeof(double *));
     w->za = carve(&at, B * sizeof(double));
     w->ta = carve(&at, B * sizeof(double));
     w->am = carve(&at, B * sizeof(int));
     w->correct = carve(&at, (size_t)P->n_pt * 2 * sizeof(int64_t));
-    w->rx = carve(&at, (size_t)REF_BATCH * dim * sizeof(float));
-    w->rz = carve(&at, (size_t)REF_BATCH * nc * sizeof(float));
     return (size_t)(at - base);
 }
 
@@ -2109,7 +2112,9 @@ static int ref_eval(lane *rc, const dwf_smodel *m, const fb_ent *f, int n,
         return r;
     int *done = calloc((size_t)(n > 0 ? n : 1), sizeof *done);
     uint8_t *used = malloc(REF_BATCH);
-    if (!done || !used) {
+    float *rx = malloc((size_t)REF_BATCH * dim * sizeof *rx);
+    float *rz = malloc((size_t)REF_BATCH * nc * sizeof *rz);
+    if (!done || !used || !rx || !rz) {
         r = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
         goto out;
     }
@@ -2134,7 +2139,7 @@ static int ref_eval(lane *rc, const dwf_smodel *m, const fb_ent *f, int n,
             }
             if (size < 0) {
                 size = sz;
-                memset(rc->rx, 0, (size_t)size * dim * sizeof(float));
+                memset(rx, 0, (size_t)size * dim * sizeof(float));
             }
             if (sz != size || used[pos])
                 continue;
@@ -2142,11 +2147,11 @@ static int ref_eval(lane *rc, const dwf_smodel *m, const fb_ent *f, int n,
             fill++;
             done[i] = 1 + pos;  /* pending in this batch */
             dwf_dataset_range(data[f[i].ds], &m->norm, f[i].idx, 1,
-                              rc->rx + (size_t)pos * dim, NULL);
+                              rx + (size_t)pos * dim, NULL);
         }
         if (inv && size == REF_BATCH) /* the filled positions (and a zero) */
             size = fill > 1 ? fill : 2;
-        r = dwf_smodel_forward(m, ws, rc->rx, size, rc->rz, err);
+        r = dwf_smodel_forward(m, ws, rx, size, rz, err);
         if (r)
             goto out;
         rc->ref_batch += size;
@@ -2154,7 +2159,7 @@ static int ref_eval(lane *rc, const dwf_smodel *m, const fb_ent *f, int n,
             if (done[i] <= 0)
                 continue;
             int p = done[i] - 1;
-            int pred = argmax_f(rc->rz + (size_t)p * nc, nc);
+            int pred = argmax_f(rz + (size_t)p * nc, nc);
             ok[f[i].ds] += pred == data[f[i].ds]->y[f[i].idx];
             done[i] = -1;
             left--;
@@ -2163,6 +2168,8 @@ static int ref_eval(lane *rc, const dwf_smodel *m, const fb_ent *f, int n,
 out:
     free(done);
     free(used);
+    free(rx);
+    free(rz);
     dwf_sws_free(ws);
     return r;
 }
