@@ -1967,25 +1967,6 @@ static void exact_block(lane *w, int e, int n, int ds, int st)
     w->exact += n;
 }
 
-/* Per sample (column of the features x n block xf): 2-norm (with slack
- * for its rounding) and inf-norm, across the samples (one chain each). */
-DWF_VEC static void input_norms(const float *restrict xf, int dim, int n,
-                                double *restrict x2, double *restrict xi)
-{
-    for (int s = 0; s < n; s++)
-        x2[s] = xi[s] = 0.0;
-    for (int j = 0; j < dim; j++) {
-        const float *r = xf + (size_t)j * n;
-        for (int s = 0; s < n; s++) {
-            double v = r[s], av = fabs(v);
-            x2[s] += v * v;
-            xi[s] = av > xi[s] ? av : xi[s];
-        }
-    }
-    for (int s = 0; s < n; s++)
-        x2[s] = sqrt(x2[s]) * (1.0 + 1e-9);
-}
-
 static void run_block(lane *w, int ds, int st, int n, int n_use)
 {
     const plan *P = w->P;
@@ -1993,7 +1974,7 @@ static void run_block(lane *w, int ds, int st, int n, int n_use)
     int R0 = L0->rows, C0 = L0->cols;
     dwf_dataset_range(P->data[ds], &P->s->norm, st, n, w->xs, w->ys);
     dwf_transpose(w->xs, n, C0, w->xf);
-    input_norms(w->xf, C0, n, w->x2, w->xi);
+    dwf_tk_input_norms(P->fast, w->xf, C0, n, w->x2, w->xi);
     int last_ng = 0, tries = 0, wins = 0;
     for (int e = 0; e < n_use; e++) {
         const pt_plan *pp = &P->pt[e];

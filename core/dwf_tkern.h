@@ -47,6 +47,11 @@ void dwf_tk_csr_wide(int fast, const int32_t *ip, const int32_t *ix, const float
                      int cols, const float *x, int n, int set, const float *bias, double *z,
                      float *acc, int32_t *cur);
 
+/* Per sample (column) of xf (dim x n): its 2-norm, times 1 + 1e-9 (slack
+ * for its rounding), into x2 and its largest magnitude into xi (a NaN
+ * feature counts in x2 only). */
+void dwf_tk_input_norms(int fast, const float *xf, int dim, int n, double *x2, double *xi);
+
 /* z = the caller's outputs g (n x rows, sample-major float); tmp holds
  * rows x n floats. */
 void dwf_tk_given(const float *g, int rows, int n, double *z, float *tmp);
