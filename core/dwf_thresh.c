@@ -1479,50 +1479,6 @@ static int certify(lane *w, const pt_plan *pp, int s, int n, int *pred)
     return separated(w->zb + s, n, w->T, P->nc, pred);
 }
 
-/* Rows rl[0..rows) (all rows 0..rows when rl is NULL) of y (stride n,
- * double): v = act(y) into f (float, same layout), and per column the sum
- * of squares (s2) and the max |v| (sm) of those rows added in. */
-DWF_VEC static void act_rows(const double *restrict y, const int32_t *rl, int rows,
-                             int n, int relu, float *restrict f,
-                             double *restrict s2, double *restrict sm)
-{
-    for (int t = 0; t < rows; t++) {
-        size_t r = rl ? (size_t)rl[t] : (size_t)t;
-        const double *restrict yr = y + r * n;
-        float *restrict fr = f + r * n;
-        for (int g = 0; g < n; g++) {
-            double v = relu && yr[g] <= 0.0 ? 0.0 : yr[g];
-            double av = fabs(v);
-            fr[g] = (float)v;
-            s2[g] += v * v;
-            sm[g] = av > sm[g] ? av : sm[g];
-        }
-    }
-}
-
-/* The gathered samples gi[0..ng) of the layer-0 rows rl[0..rows): v =
- * act(z) becomes their base (hb) and their float input (f, rows x ng);
- * norms into s2 (sum of squares) and sm. */
-DWF_VEC static void gather_h0(const double *restrict z, double *restrict hb,
-                              const int32_t *rl, int rows, int n, int relu,
-                              const int *restrict gi, int ng, float *restrict f,
-                              double *restrict s2, double *restrict sm)
-{
-    for (int t = 0; t < rows; t++) {
-        size_t r = (size_t)rl[t];
-        const double *restrict zr = z + r * n;
-        double *restrict hr = hb + r * n;
-        float *restrict fr = f + r * ng;
-        for (int g = 0; g < ng; g++) {
-            double v = relu && zr[gi[g]] <= 0.0 ? 0.0 : zr[gi[g]];
-            double av = fabs(v);
-            hr[gi[g]] = v;
-            fr[g] = (float)v;
-            s2[g] += v * v;
-            sm[g] = av > sm[g] ? av : sm[g];
-        }
-    }
-}
 
 /* y (rows x ng, double) = bias + W x for a later layer, x float (cols x
  * ng): dense (AVX-512 or sgemm) or CSR. */
@@ -1566,7 +1522,7 @@ static void recompute(lane *w, int e, int ng, int n, int ds, int st)
             w->gni[g] = w->hi[g];
         }
     } else {
-        gather_h0(w->z0, w->hb0, pp->live, pp->n_live, n, relu, w->gi, ng, hf, w->gn2,
+        dwf_tk_gather_h0(P->fast, w->z0, w->hb0, pp->live, pp->n_live, n, relu, w->gi, ng, hf, w->gn2,
                   w->gni);
     }
     for (int g = 0; g < ng; g++) {
@@ -1601,7 +1557,7 @@ static void recompute(lane *w, int e, int ng, int n, int ds, int st)
             w->gpm[g] = w->gpm[g] * c->op + gm * a;
             w->gn2[g] = w->gni[g] = 0.0;
         }
-        act_rows(y, NULL, c->n_out, ng, L->relu, hf, w->gn2, w->gni);
+        dwf_tk_act_rows(P->fast, y, NULL, c->n_out, ng, L->relu, hf, w->gn2, w->gni);
         for (int g = 0; g < ng; g++) {
             w->gn2[g] = sqrt(w->gn2[g]);
             w->hbn2[(size_t)l * BLK + w->gi[g]] = w->gn2[g];

@@ -448,6 +448,135 @@ void dwf_tk_input_norms(int fast, const float *restrict xf, int dim, int n,
         x2[s] = sqrt(x2[s]) * (1.0 + 1e-9);
 }
 
+/* act_rows: sixteen columns at a time, their sums in registers (as in the
+ * input norms). The same double sums in the same order as the portable
+ * loop (multiply, then add). */
+#ifdef TK_X86
+#define AR_COL(y, a, m)                                                    \
+    do {                                                                      \
+        if (relu) /* v <= 0 -> 0; NaN stays */                                \
+            y = _mm512_mask_mov_pd(y, _mm512_cmp_pd_mask(y, zero, _CMP_LE_OQ), zero); \
+        a = _mm512_add_pd(a, _mm512_mul_pd(y, y));                            \
+        __m512d av_ = _mm512_castsi512_pd(_mm512_and_epi64(_mm512_castpd_si512(y), mag)); \
+        m = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(av_, m, _CMP_GT_OQ), m, av_); \
+    } while (0)
+__attribute__((target("avx512f"))) static void
+act_rows_512(const double *restrict y, const int32_t *rl, int rows, int n, int relu,
+             float *restrict f, double *restrict s2, double *restrict sm)
+{
+    const __m512d zero = _mm512_setzero_pd();
+    const __m512i mag = _mm512_set1_epi64(0x7fffffffffffffffLL);
+    for (int g0 = 0; g0 < n; g0 += 16) {
+        int left = n - g0;
+        __mmask16 mk = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        __mmask8 k0 = (__mmask8)mk, k1 = (__mmask8)(mk >> 8);
+        __m512d a0 = _mm512_maskz_loadu_pd(k0, s2 + g0), a1 = _mm512_maskz_loadu_pd(k1, s2 + g0 + 8);
+        __m512d m0 = _mm512_maskz_loadu_pd(k0, sm + g0), m1 = _mm512_maskz_loadu_pd(k1, sm + g0 + 8);
+        for (int t = 0; t < rows; t++) {
+            size_t r = rl ? (size_t)rl[t] : (size_t)t;
+            const double *yr = y + r * n + g0;
+            float *fr = f + r * n + g0;
+            __m512d y0 = _mm512_maskz_loadu_pd(k0, yr), y1 = _mm512_maskz_loadu_pd(k1, yr + 8);
+            AR_COL(y0, a0, m0);
+            AR_COL(y1, a1, m1);
+            __m512d both = _mm512_insertf64x4(
+                _mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(y0))),
+                _mm256_castps_pd(_mm512_cvtpd_ps(y1)), 1);
+            _mm512_mask_storeu_ps(fr, mk, _mm512_castpd_ps(both));
+        }
+        _mm512_mask_storeu_pd(s2 + g0, k0, a0);
+        _mm512_mask_storeu_pd(s2 + g0 + 8, k1, a1);
+        _mm512_mask_storeu_pd(sm + g0, k0, m0);
+        _mm512_mask_storeu_pd(sm + g0 + 8, k1, m1);
+    }
+}
+#undef AR_COL
+#endif
+
+void dwf_tk_act_rows(int fast, const double *restrict y, const int32_t *rl, int rows, int n,
+                     int relu, float *restrict f, double *restrict s2, double *restrict sm)
+{
+#ifdef TK_X86
+    if (fast) {
+        act_rows_512(y, rl, rows, n, relu, f, s2, sm);
+        return;
+    }
+#endif
+    (void)fast;
+    for (int t = 0; t < rows; t++) {
+        size_t r = rl ? (size_t)rl[t] : (size_t)t;
+        const double *restrict yr = y + r * n;
+        float *restrict fr = f + r * n;
+        for (int g = 0; g < n; g++) {
+            double v = relu && yr[g] <= 0.0 ? 0.0 : yr[g];
+            double av = fabs(v);
+            fr[g] = (float)v;
+            s2[g] += v * v;
+            sm[g] = av > sm[g] ? av : sm[g];
+        }
+    }
+}
+
+/* gather_h0: eight gathered samples at a time, their sums in registers. */
+#ifdef TK_X86
+__attribute__((target("avx512f"))) static void
+gather_h0_512(const double *restrict z, double *restrict hb, const int32_t *rl, int rows,
+              int n, int relu, const int *restrict gi, int ng, float *restrict f,
+              double *restrict s2, double *restrict sm)
+{
+    const __m512d zero = _mm512_setzero_pd();
+    const __m512i mag = _mm512_set1_epi64(0x7fffffffffffffffLL);
+    for (int g0 = 0; g0 < ng; g0 += 8) {
+        int left = ng - g0;
+        __mmask8 k = (__mmask8)(left >= 8 ? 0xff : (1u << left) - 1);
+        const __m256i fm = _mm256_cmpgt_epi32(_mm256_set1_epi32(left),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256i idx = _mm256_maskload_epi32(gi + g0, fm);
+        __m512d a = _mm512_maskz_loadu_pd(k, s2 + g0), m = _mm512_maskz_loadu_pd(k, sm + g0);
+        for (int t = 0; t < rows; t++) {
+            size_t r = (size_t)rl[t];
+            __m512d v = _mm512_mask_i32gather_pd(zero, k, idx, z + r * n, 8);
+            if (relu) /* v <= 0 -> 0; NaN stays */
+                v = _mm512_mask_mov_pd(v, _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ), zero);
+            _mm512_mask_i32scatter_pd(hb + r * n, k, idx, v, 8);
+            _mm256_maskstore_ps(f + r * ng + g0, fm, _mm512_cvtpd_ps(v));
+            a = _mm512_add_pd(a, _mm512_mul_pd(v, v));
+            __m512d av = _mm512_castsi512_pd(_mm512_and_epi64(_mm512_castpd_si512(v), mag));
+            m = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(av, m, _CMP_GT_OQ), m, av);
+        }
+        _mm512_mask_storeu_pd(s2 + g0, k, a);
+        _mm512_mask_storeu_pd(sm + g0, k, m);
+    }
+}
+#endif
+
+void dwf_tk_gather_h0(int fast, const double *restrict z, double *restrict hb,
+                      const int32_t *rl, int rows, int n, int relu, const int *restrict gi,
+                      int ng, float *restrict f, double *restrict s2, double *restrict sm)
+{
+#ifdef TK_X86
+    if (fast) {
+        gather_h0_512(z, hb, rl, rows, n, relu, gi, ng, f, s2, sm);
+        return;
+    }
+#endif
+    (void)fast;
+    for (int t = 0; t < rows; t++) {
+        size_t r = (size_t)rl[t];
+        const double *restrict zr = z + r * n;
+        double *restrict hr = hb + r * n;
+        float *restrict fr = f + r * ng;
+        for (int g = 0; g < ng; g++) {
+            double v = relu && zr[gi[g]] <= 0.0 ? 0.0 : zr[gi[g]];
+            double av = fabs(v);
+            hr[gi[g]] = v;
+            fr[g] = (float)v;
+            s2[g] += v * v;
+            sm[g] = av > sm[g] ? av : sm[g];
+        }
+    }
+}
+
 /* z (rows x n, double) = the caller's layer-0 outputs g (n x rows, float)
  * of n samples. */
 void dwf_tk_given(const float *restrict g, int rows, int n, double *restrict z,

@@ -52,6 +52,20 @@ void dwf_tk_csr_wide(int fast, const int32_t *ip, const int32_t *ix, const float
  * feature counts in x2 only). */
 void dwf_tk_input_norms(int fast, const float *xf, int dim, int n, double *x2, double *xi);
 
+/* Rows rl[0..rows) (all rows 0..rows when rl is NULL) of y (stride n,
+ * double): v = act(y) into f (float, same layout), and per column the sum
+ * of squares (s2) and the max |v| (sm) of those rows added in. */
+void dwf_tk_act_rows(int fast, const double *y, const int32_t *rl, int rows, int n, int relu,
+                     float *f, double *s2, double *sm);
+
+/* The gathered samples gi[0..ng) (distinct columns of z) of the layer-0
+ * rows rl[0..rows) (z, hb: stride n): v = act(z) becomes their base (hb)
+ * and their float input (f: rows x ng, row r at f + r ng); the sum of
+ * squares and the max |v| over those rows added into s2 and sm. */
+void dwf_tk_gather_h0(int fast, const double *z, double *hb, const int32_t *rl, int rows,
+                      int n, int relu, const int *gi, int ng, float *f, double *s2,
+                      double *sm);
+
 /* z = the caller's outputs g (n x rows, sample-major float); tmp holds
  * rows x n floats. */
 void dwf_tk_given(const float *g, int rows, int n, double *z, float *tmp);

@@ -28,6 +28,7 @@
 #include "dwf_rng.h"
 #include "dwf_sparse.h"
 #include "dwf_thresh.h"
+#include "dwf_tkern.h"
 
 /* ---- a synthetic model, data labelled by models ------------------------ */
 
@@ -137,6 +138,136 @@ static void check_monotone(const dwf_thresh_curve *c, const dwf_smodel *s)
         }
     }
 }
+
+/* The curve's AVX-512 helpers give the portable loops' bits: input norms,
+ * activations with their column norms (NaN, infinities, -0 and denormals
+ * among the values; partial vectors) of all rows, some rows and some
+ * gathered samples, and the wide-input CSR product
+ * (whole 128-sample tiles and a partial one) those of the row-by-row one
+ * (fused multiply-adds in the same order; the portable loop rounds each
+ * product, a difference the curve's rounding model allows for). Skipped
+ * without AVX-512. */
+static void fill_odd(float *x, size_t n, dwf_rng *r)
+{
+    for (size_t i = 0; i < n; i++) {
+        double u = dwf_rng_uniform(r);
+        x[i] = (float)(4.0 * dwf_rng_uniform(r) - 2.0);
+        if (u < 0.01)
+            x[i] = NAN;
+        else if (u < 0.02)
+            x[i] = -INFINITY;
+        else if (u < 0.03)
+            x[i] = -0.0f;
+        else if (u < 0.04)
+            x[i] = 1e-40f;
+        else if (u < 0.3)
+            x[i] = 0.0f;
+    }
+}
+
+START_TEST(t_kernels_fast_equal_portable)
+{
+    if (!dwf_tk_avx512())
+        return;
+    dwf_rng r;
+    dwf_rng_seed(&r, 99);
+    const int ns[] = {1, 7, 16, 17, 100, 128};
+    for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+        int n = ns[k], dim = 37;
+        float *x = malloc((size_t)dim * n * sizeof *x);
+        fill_odd(x, (size_t)dim * n, &r);
+        double a2[128], ai[128], b2[128], bi[128];
+        dwf_tk_input_norms(1, x, dim, n, a2, ai);
+        dwf_tk_input_norms(0, x, dim, n, b2, bi);
+        ck_assert(memcmp(a2, b2, (size_t)n * sizeof *a2) == 0);
+        ck_assert(memcmp(ai, bi, (size_t)n * sizeof *ai) == 0);
+
+        int rows = 11;
+        double *y = malloc((size_t)rows * n * sizeof *y);
+        for (int i = 0; i < rows * n; i++)
+            y[i] = x[i % (dim * n)] * 1.5;
+        const int32_t rl[] = {0, 3, 4, 9, 10};
+        for (int relu = 0; relu < 2; relu++)
+            for (int sub = 0; sub < 2; sub++) {
+                float *fa = calloc((size_t)rows * n, sizeof *fa),
+                      *fb = calloc((size_t)rows * n, sizeof *fb);
+                for (int g = 0; g < n; g++) {
+                    a2[g] = b2[g] = 0.25 * g;
+                    ai[g] = bi[g] = 0.5;
+                }
+                dwf_tk_act_rows(1, y, sub ? rl : NULL, sub ? 5 : rows, n, relu, fa, a2, ai);
+                dwf_tk_act_rows(0, y, sub ? rl : NULL, sub ? 5 : rows, n, relu, fb, b2, bi);
+                ck_assert(memcmp(fa, fb, (size_t)rows * n * sizeof *fa) == 0);
+                ck_assert(memcmp(a2, b2, (size_t)n * sizeof *a2) == 0);
+                ck_assert(memcmp(ai, bi, (size_t)n * sizeof *ai) == 0);
+                free(fa);
+                free(fb);
+            }
+        /* gathered samples: every third column, from the last one down */
+        int gi[128], ng = 0;
+        for (int g = n - 1; g >= 0; g -= 3)
+            gi[ng++] = g;
+        for (int relu = 0; relu < 2; relu++) {
+            double *ha = calloc((size_t)rows * n, sizeof *ha), *hb = calloc((size_t)rows * n, sizeof *hb);
+            float *fa = calloc((size_t)rows * n, sizeof *fa),
+                  *fb = calloc((size_t)rows * n, sizeof *fb);
+            for (int g = 0; g < n; g++) {
+                a2[g] = b2[g] = 0.25 * g;
+                ai[g] = bi[g] = 0.5;
+            }
+            dwf_tk_gather_h0(1, y, ha, rl, 5, n, relu, gi, ng, fa, a2, ai);
+            dwf_tk_gather_h0(0, y, hb, rl, 5, n, relu, gi, ng, fb, b2, bi);
+            ck_assert(memcmp(ha, hb, (size_t)rows * n * sizeof *ha) == 0);
+            ck_assert(memcmp(fa, fb, (size_t)rows * n * sizeof *fa) == 0);
+            ck_assert(memcmp(a2, b2, (size_t)n * sizeof *a2) == 0);
+            ck_assert(memcmp(ai, bi, (size_t)n * sizeof *ai) == 0);
+            free(ha);
+            free(hb);
+            free(fa);
+            free(fb);
+        }
+        free(y);
+        free(x);
+    }
+    /* the wide-input CSR kernel: 30 rows over 784 inputs, ~40% dense */
+    int R = 30, C = 784;
+    int32_t *ip = malloc((R + 1) * sizeof *ip), *ix = malloc((size_t)R * C * sizeof *ix);
+    float *v = malloc((size_t)R * C * sizeof *v), bias[30];
+    ip[0] = 0;
+    for (int i = 0; i < R; i++) {
+        bias[i] = (float)dwf_rng_uniform(&r);
+        ip[i + 1] = ip[i];
+        for (int j = 0; j < C; j++)
+            if (dwf_rng_uniform(&r) < 0.4) {
+                ix[ip[i + 1]] = j;
+                v[ip[i + 1]++] = (float)(dwf_rng_uniform(&r) - 0.5);
+            }
+    }
+    const int nw[] = {128, 100};
+    for (int k = 0; k < 2; k++) {
+        int n = nw[k];
+        float *x = malloc((size_t)C * n * sizeof *x), *acc = malloc((size_t)R * 128 * sizeof *acc);
+        int32_t cur[30];
+        for (int i = 0; i < C * n; i++)
+            x[i] = (float)dwf_rng_uniform(&r);
+        double *za = malloc((size_t)R * n * sizeof *za), *zb = malloc((size_t)R * n * sizeof *zb);
+        for (int set = 0; set < 2; set++) {
+            for (int i = 0; i < R * n; i++)
+                za[i] = zb[i] = 0.125 * i;
+            dwf_tk_csr_wide(1, ip, ix, v, R, C, x, n, set, bias, za, acc, cur);
+            dwf_tk_csr(1, ip, ix, v, R, x, n, set, bias, zb);
+            ck_assert(memcmp(za, zb, (size_t)R * n * sizeof *za) == 0);
+        }
+        free(x);
+        free(acc);
+        free(za);
+        free(zb);
+    }
+    free(ip);
+    free(ix);
+    free(v);
+}
+END_TEST
 
 START_TEST(t_curve_points_are_models)
 {
@@ -757,6 +888,7 @@ int main(void)
     Suite *s = suite_create("thresh");
     TCase *tc = tcase_create("thresh");
     tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, t_kernels_fast_equal_portable);
     tcase_add_test(tc, t_curve_points_are_models);
     tcase_add_test(tc, t_select_validation_only);
     tcase_add_test(tc, t_incremental_matches_evaluate);
