@@ -1646,16 +1646,7 @@ static void grow_delta(lane *w, const pt_plan *pp, int n)
 {
     int relu = w->P->L[0].relu;
     double *s2 = w->gn2, *sm = w->gni; /* scratch */
-    for (int j = 0; j < n; j++)
-        s2[j] = sm[j] = 0.0;
-    for (int t = 0; t < pp->n_touch; t++) {
-        const double *zn = w->z0 + (size_t)pp->touch[t] * n, *zo = w->zold + (size_t)t * n;
-        for (int j = 0; j < n; j++) {
-            double dv = fabs(dwf_tk_act(zn[j], relu) - dwf_tk_act(zo[j], relu));
-            s2[j] += dv * dv;
-            sm[j] = dv > sm[j] ? dv : sm[j];
-        }
-    }
+    dwf_tk_grow(w->P->fast, w->z0, w->zold, pp->touch, pp->n_touch, n, relu, s2, sm);
     for (int j = 0; j < n; j++) {
         double d = sqrt(s2[j]) * (1.0 + 1e-12);
         w->d2[j] += d;

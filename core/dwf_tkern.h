@@ -66,6 +66,12 @@ void dwf_tk_gather_h0(int fast, const double *z, double *hb, const int32_t *rl, 
                       int n, int relu, const int *gi, int ng, float *f, double *s2,
                       double *sm);
 
+/* Per column j of z (stride n): over the touched rows touch[0..n_touch),
+ * whose values before the change are zold's rows 0..n_touch, the change
+ * dv = |act(z) - act(zold)|: its sum of squares into s2, its max into sm. */
+void dwf_tk_grow(int fast, const double *z, const double *zold, const int32_t *touch,
+                 int n_touch, int n, int relu, double *s2, double *sm);
+
 /* z = the caller's outputs g (n x rows, sample-major float); tmp holds
  * rows x n floats. */
 void dwf_tk_given(const float *g, int rows, int n, double *z, float *tmp);

@@ -142,7 +142,8 @@ static void check_monotone(const dwf_thresh_curve *c, const dwf_smodel *s)
 /* The curve's AVX-512 helpers give the portable loops' bits: input norms,
  * activations with their column norms (NaN, infinities, -0 and denormals
  * among the values; partial vectors) of all rows, some rows and some
- * gathered samples, and the wide-input CSR product
+ * gathered samples, the change of a few rows, and the wide-input CSR
+ * product
  * (whole 128-sample tiles and a partial one) those of the row-by-row one
  * (fused multiply-adds in the same order; the portable loop rounds each
  * product, a difference the curve's rounding model allows for). Skipped
@@ -203,6 +204,17 @@ START_TEST(t_kernels_fast_equal_portable)
                 free(fa);
                 free(fb);
             }
+        /* the change of a few rows: rl's rows of y against old values */
+        for (int relu = 0; relu < 2; relu++) {
+            double *old = malloc((size_t)5 * n * sizeof *old);
+            for (int i = 0; i < 5 * n; i++)
+                old[i] = x[(i * 7) % (dim * n)];
+            dwf_tk_grow(1, y, old, rl, 5, n, relu, a2, ai);
+            dwf_tk_grow(0, y, old, rl, 5, n, relu, b2, bi);
+            ck_assert(memcmp(a2, b2, (size_t)n * sizeof *a2) == 0);
+            ck_assert(memcmp(ai, bi, (size_t)n * sizeof *ai) == 0);
+            free(old);
+        }
         /* gathered samples: every third column, from the last one down */
         int gi[128], ng = 0;
         for (int g = n - 1; g >= 0; g -= 3)
