@@ -651,9 +651,9 @@ static double spectral(const mat *m, int rows, int cols)
     return 1.1 * sqrt(lam);
 }
 
-/* Later layer l at model e: weights, norms, removed sums, spectral bound. */
-static int plan_later(plan *P, const grid *g, int e, int l, double op0,
-                      double *col, arena *a)
+/* Later layer l at model e: weights, norms, removed sums, rigorous norm
+ * bounds (model 0's spectral estimate is applied by plan_build). */
+static int plan_later(plan *P, const grid *g, int e, int l, double *col, arena *a)
 {
     const mlp_layer *L = &P->L[l];
     const dwf_csr *c = &P->s->w[L->li];
@@ -711,8 +711,6 @@ static int plan_later(plan *P, const grid *g, int e, int l, double op0,
     }
     if ((!lp->wd || e == 0) && mat_select(c, q, p, &lp->w, a))
         return DWF_ENOMEM;
-    if (l < P->nd - 1 && isfinite(op0))
-        lp->op = mn(lp->op, op0 + sqrt(frob_rem));
     return 0;
 }
 
@@ -960,32 +958,45 @@ static int plan_compact(plan *P, pt_plan *pp)
 typedef struct plan_job {
     plan *P;
     const grid *g;
-    const double *op0;
+    double *op0;    /* by later layer: model 0's spectral estimate */
     int n;          /* lanes */
+    atomic_int next;/* the next task to claim */
     double *col[DWF_MAX_THREADS];
     int rc[DWF_MAX_THREADS];
 } plan_job;
 
 static int ex_build(plan *P, const grid *g, int p, ex_model *x, arena *a);
 
-/* Lane id plans the later layers of models 1 + id, 1 + id + n, ... of
- * the certified path, and builds the models ex_from + id, ... of the
- * exact end. */
+/* The lanes claim the models in turn: e < ex_from, the later layers of the
+ * certified path (model 0 first, the longest: its spectral estimates,
+ * which plan_build then applies to the others' sigma chains), e >=
+ * ex_from, the compacted models of the exact end. Each lane allocates
+ * from its own arena. */
 static void plan_run(void *arg, int id)
 {
     plan_job *j = arg;
     plan *P = j->P;
-    for (int e = 1 + id; P->nd > 1 && e < P->ex_from && !j->rc[id]; e += j->n) {
+    for (int e; !j->rc[id] && (e = atomic_fetch_add(&j->next, 1)) < P->n_pt;) {
+        if (e >= P->ex_from) {
+            j->rc[id] = ex_build(P, j->g, P->pt[e].p, &P->ex[e - P->ex_from], &P->mem[id]);
+            continue;
+        }
+        if (P->nd < 2)
+            continue;
         P->pt[e].lat = arena_calloc(&P->mem[id], (size_t)(P->nd - 1), sizeof(lat_pt));
         if (!P->pt[e].lat) {
             j->rc[id] = DWF_ENOMEM;
             break;
         }
-        for (int l = 1; l < P->nd && !j->rc[id]; l++)
-            j->rc[id] = plan_later(P, j->g, e, l, j->op0[l], j->col[id], &P->mem[id]);
+        for (int l = 1; l < P->nd && !j->rc[id]; l++) {
+            j->rc[id] = plan_later(P, j->g, e, l, j->col[id], &P->mem[id]);
+            if (e == 0 && !j->rc[id] && l < P->nd - 1) {
+                lat_pt *lp = &P->pt[0].lat[l - 1];
+                j->op0[l] = spectral(&lp->w, P->L[l].rows, P->L[l].cols);
+                lp->op = mn(lp->op, j->op0[l]);
+            }
+        }
     }
-    for (int e = P->ex_from + id; e < P->n_pt && !j->rc[id]; e += j->n)
-        j->rc[id] = ex_build(P, j->g, P->pt[e].p, &P->ex[e - P->ex_from], &P->mem[id]);
 }
 
 /* w = the entries of src at grid point p (removal index above p): the rows
@@ -1106,20 +1117,10 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
     for (int i = 0; i < nl; i++)
         if (!(job.col[i] = malloc((size_t)maxc * sizeof(double))))
             rc = DWF_ENOMEM;
-    /* model 0 first (its spectral norms bound the others'), then the rest
-     * on the team */
-    if (!rc && P->nd > 1 &&
-        !(P->pt[0].lat = arena_calloc(&P->mem[0], (size_t)(P->nd - 1), sizeof(lat_pt))))
-        rc = DWF_ENOMEM;
-    for (int l = 1; l < P->nd && !rc; l++) {
-        rc = plan_later(P, g, 0, l, INFINITY, job.col[0], &P->mem[0]);
-        if (!rc) {
-            lat_pt *lp = &P->pt[0].lat[l - 1];
-            op0[l] = l < P->nd - 1 ? spectral(&lp->w, P->L[l].rows, P->L[l].cols) : INFINITY;
-            lp->op = mn(lp->op, op0[l]);
-        }
-    }
-    if (!rc && (P->nd > 1 || P->ex_from < P->n_pt)) {
+    for (int l = 0; l < DWF_MAX_LAYERS; l++)
+        op0[l] = INFINITY;
+    atomic_init(&job.next, 0);
+    if (!rc) {
         if (wk)
             dwf_workers_run(wk, plan_run, &job);
         else
@@ -1127,6 +1128,14 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
         for (int i = 0; i < nl; i++)
             rc = rc ? rc : job.rc[i];
     }
+    /* model 0's spectral estimate bounds the others': ||W_0||_2 + ||W_0 -
+     * W||_F (the sigma chains only; certification uses op_rig) */
+    for (int e = 1; e < P->ex_from && P->nd > 1 && !rc; e++)
+        for (int l = 1; l < P->nd - 1; l++) {
+            lat_pt *lp = &P->pt[e].lat[l - 1];
+            if (isfinite(op0[l]))
+                lp->op = mn(lp->op, op0[l] + sqrt(lp->f2rem));
+        }
     for (int i = 0; i < nl; i++)
         free(job.col[i]);
     for (int e = 0; e < P->ex_from && !rc; e++) {
