@@ -235,22 +235,54 @@ typedef struct grid_job {
     const grid *g;
     const dwf_smodel *s;
     int n;
+    int pass;                      /* 0: largest magnitudes, 1: indices */
+    float amax[DWF_MAX_THREADS];   /* per lane */
+    int64_t *gone[DWF_MAX_THREADS];/* per lane: n_layers x (g->n + 1)
+                                      removals by point, then scratch */
 } grid_job;
 
-/* Lane id's share of every weighted layer's removal indices. */
+/* Lane id's share [k0, k1) of a layer's nnz entries (multiples of 16). */
+static void grid_share(int64_t nnz, int id, int n, int64_t *k0, int64_t *k1)
+{
+    *k0 = nnz * id / n / 16 * 16;
+    *k1 = id == n - 1 ? nnz : nnz * (id + 1) / n / 16 * 16;
+}
+
+/* Lane id's share of every weighted layer: pass 0 the largest magnitude
+ * (NaN weights never count), pass 1 the removal indices and how many each
+ * point removes. */
 static void grid_run(void *arg, int id)
 {
     grid_job *j = arg;
     const dwf_arch *a = &j->s->arch;
+    float amax = -1.0f;
     for (int i = 0; i < a->n_layers; i++) {
         if (!dwf_layer_has_weight(a->layers[i].kind))
             continue;
         const dwf_csr *c = &j->s->w[i];
-        int64_t k0 = c->nnz * id / j->n / 16 * 16, k1 = c->nnz * (id + 1) / j->n / 16 * 16;
-        if (id == j->n - 1)
-            k1 = c->nnz;
-        removal_indices(j->g->t, j->g->n, c->values + k0, k1 - k0, j->g->q[i] + k0);
+        int64_t k0, k1;
+        grid_share(c->nnz, id, j->n, &k0, &k1);
+        if (j->pass == 0) {
+            for (int64_t k = k0; k < k1; k++) {
+                float v = fabsf(c->values[k]);
+                amax = v > amax ? v : amax;
+            }
+            continue;
+        }
+        int32_t *q = j->g->q[i];
+        removal_indices(j->g->t, j->g->n, c->values + k0, k1 - k0, q + k0);
+        /* four interleaved counts (a run of equal q would chain the
+         * increments), after the lane's per-layer results */
+        size_t m = (size_t)j->g->n + 1;
+        int64_t *cnt = j->gone[id] + (size_t)a->n_layers * m;
+        memset(cnt, 0, 4 * m * sizeof *cnt);
+        for (int64_t k = k0; k < k1; k++)
+            cnt[(size_t)(k & 3) * m + (size_t)q[k]]++;
+        int64_t *gone = j->gone[id] + (size_t)i * m;
+        for (size_t p = 0; p < m; p++)
+            gone[p] = cnt[p] + cnt[m + p] + cnt[2 * m + p] + cnt[3 * m + p];
     }
+    j->amax[id] = amax;
 }
 
 static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
@@ -259,19 +291,19 @@ static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
     memset(g, 0, sizeof *g);
     const dwf_arch *a = &s->arch;
     g->n_layers = a->n_layers;
-    float amax = -1.0f; /* largest magnitude (NaN weights never stay) */
     int64_t total = 0;
-    for (int i = 0; i < a->n_layers; i++) {
-        if (!dwf_layer_has_weight(a->layers[i].kind))
-            continue;
-        const dwf_csr *c = &s->w[i];
-        total += c->nnz;
-        for (int64_t k = 0; k < c->nnz; k++) {
-            float v = fabsf(c->values[k]);
-            if (v > amax)
-                amax = v;
-        }
-    }
+    for (int i = 0; i < a->n_layers; i++)
+        if (dwf_layer_has_weight(a->layers[i].kind))
+            total += s->w[i].nnz;
+    /* the largest magnitude (NaN weights never stay), split over the team */
+    grid_job gj = {.g = g, .s = s, .n = wk ? dwf_workers_count(wk) : 1};
+    if (wk)
+        dwf_workers_run(wk, grid_run, &gj);
+    else
+        grid_run(&gj, 0);
+    float amax = -1.0f;
+    for (int i = 0; i < gj.n; i++)
+        amax = gj.amax[i] > amax ? gj.amax[i] : amax;
     g->t = malloc((size_t)o->max_points * sizeof *g->t);
     if (!g->t)
         return dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
@@ -299,8 +331,14 @@ static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
         if (!g->q[i])
             goto oom;
     }
-    /* the removal indices, split over the team */
-    grid_job gj = {g, s, wk ? dwf_workers_count(wk) : 1};
+    /* the removal indices and removals per point, split over the team */
+    size_t per = ((size_t)a->n_layers + 4) * (g->n + 1);
+    int64_t *gone = calloc((size_t)gj.n * per, sizeof *gone);
+    if (!gone)
+        goto oom;
+    for (int i = 0; i < gj.n; i++)
+        gj.gone[i] = gone + (size_t)i * per;
+    gj.pass = 1;
     if (wk)
         dwf_workers_run(wk, grid_run, &gj);
     else
@@ -308,22 +346,14 @@ static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
     for (int i = 0; i < a->n_layers; i++) {
         if (!dwf_layer_has_weight(a->layers[i].kind))
             continue;
-        const dwf_csr *c = &s->w[i];
-        /* removals per point (four interleaved counts: a run of equal q
-         * would chain the increments), then non-zeros = removed later */
-        int64_t *gone = calloc((size_t)4 * (g->n + 1), sizeof *gone);
-        if (!gone)
-            goto oom;
-        for (int64_t k = 0; k < c->nnz; k++)
-            gone[(size_t)(k & 3) * (g->n + 1) + g->q[i][k]]++;
-        int64_t left = c->nnz;
+        int64_t left = s->w[i].nnz; /* non-zeros = removed later */
         for (int p = 0; p < g->n; p++) {
-            left -= gone[p] + gone[g->n + 1 + p] + gone[2 * (g->n + 1) + p] +
-                    gone[3 * (g->n + 1) + p];
+            for (int l = 0; l < gj.n; l++)
+                left -= gj.gone[l][(size_t)i * (g->n + 1) + p];
             g->nz[(size_t)p * a->n_layers + i] = left; /* q >= 1: none gone at 0 */
         }
-        free(gone);
     }
+    free(gone);
     return 0;
 oom:
     grid_free(g);
