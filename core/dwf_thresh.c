@@ -997,6 +997,22 @@ typedef struct plan_job {
 
 static int ex_build(plan *P, const grid *g, int p, ex_model *x, arena *a);
 
+/* Whether model e's later layers hold the same weights as model e - 1's
+ * (thresholding is monotone: the same count is the same set). Near the
+ * dense end most models differ in the first layer only. */
+static int later_same(const plan *P, const grid *g, int e)
+{
+    if (e == 0)
+        return 0;
+    for (int l = 1; l < P->nd; l++) {
+        int li = P->L[l].li;
+        if (g->nz[(size_t)P->pt[e].p * g->n_layers + li] !=
+            g->nz[(size_t)P->pt[e - 1].p * g->n_layers + li])
+            return 0;
+    }
+    return 1;
+}
+
 /* The lanes claim the models in turn: e < ex_from, the later layers of the
  * certified path (model 0 first, the longest: its spectral estimates,
  * which plan_build then applies to the others' sigma chains), e >=
@@ -1011,8 +1027,8 @@ static void plan_run(void *arg, int id)
             j->rc[id] = ex_build(P, j->g, P->pt[e].p, &P->ex[e - P->ex_from], &P->mem[id]);
             continue;
         }
-        if (P->nd < 2)
-            continue;
+        if (P->nd < 2 || later_same(P, j->g, e))
+            continue; /* shares model e - 1's (plan_build links them) */
         P->pt[e].lat = arena_calloc(&P->mem[id], (size_t)(P->nd - 1), sizeof(lat_pt));
         if (!P->pt[e].lat) {
             j->rc[id] = DWF_ENOMEM;
@@ -1158,14 +1174,21 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
         for (int i = 0; i < nl; i++)
             rc = rc ? rc : job.rc[i];
     }
-    /* model 0's spectral estimate bounds the others': ||W_0||_2 + ||W_0 -
-     * W||_F (the sigma chains only; certification uses op_rig) */
-    for (int e = 1; e < P->ex_from && P->nd > 1 && !rc; e++)
+    /* models whose later layers are their predecessor's share its plans
+     * (compacted once, below), and model 0's spectral estimate bounds the
+     * others': ||W_0||_2 + ||W_0 - W||_F (the sigma chains only;
+     * certification uses op_rig) */
+    for (int e = 1; e < P->ex_from && P->nd > 1 && !rc; e++) {
+        if (later_same(P, g, e)) {
+            P->pt[e].lat = P->pt[e - 1].lat;
+            continue;
+        }
         for (int l = 1; l < P->nd - 1; l++) {
             lat_pt *lp = &P->pt[e].lat[l - 1];
             if (isfinite(op0[l]))
                 lp->op = mn(lp->op, op0[l] + sqrt(lp->f2rem));
         }
+    }
     for (int i = 0; i < nl; i++)
         free(job.col[i]);
     for (int e = 0; e < P->ex_from && !rc; e++) {
@@ -1210,7 +1233,8 @@ static int plan_build(plan *P, const grid *g, dwf_workers *wk, int nl, dwf_err *
         free(seen);
     }
     for (int e = 0; e < P->ex_from && !rc; e++)
-        rc = plan_compact(P, &P->pt[e]);
+        if (e == 0 || P->pt[e].lat != P->pt[e - 1].lat)
+            rc = plan_compact(P, &P->pt[e]);
     if (rc)
         goto oom;
 
