@@ -182,16 +182,20 @@ typedef struct grid {
     int64_t *nz;              /* non-zero weights per point, n x n_layers */
     int n_layers;
     int32_t *q[DWF_MAX_LAYERS]; /* removal index of every weight entry */
+    int q_borrowed;           /* q lives in the caller's arena */
 } grid;
 
 static void grid_free(grid *g)
 {
     free(g->t);
     free(g->nz);
-    for (int i = 0; i < DWF_MAX_LAYERS; i++)
+    for (int i = 0; i < DWF_MAX_LAYERS && !g->q_borrowed; i++)
         free(g->q[i]);
     memset(g, 0, sizeof *g);
 }
+
+typedef struct arena arena;
+static void *arena_alloc(arena *a, size_t n);
 
 /* First p in [1, n) whose model lacks a weight of magnitude a (n if none):
  * the grid is ascending, so "a >= t[p]" holds for p = 1 .. c and then no
@@ -285,12 +289,15 @@ static void grid_run(void *arg, int id)
     j->amax[id] = amax;
 }
 
+/* The grid of s; q from arena qa (NULL: its own memory), which then
+ * outlives it. */
 static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
-                      dwf_workers *wk, dwf_err *err)
+                      dwf_workers *wk, arena *qa, dwf_err *err)
 {
     memset(g, 0, sizeof *g);
     const dwf_arch *a = &s->arch;
     g->n_layers = a->n_layers;
+    g->q_borrowed = qa != NULL;
     int64_t total = 0;
     for (int i = 0; i < a->n_layers; i++)
         if (dwf_layer_has_weight(a->layers[i].kind))
@@ -327,7 +334,8 @@ static int grid_build(const dwf_smodel *s, const dwf_thresh_opts *o, grid *g,
         if (!dwf_layer_has_weight(a->layers[i].kind))
             continue;
         const dwf_csr *c = &s->w[i];
-        g->q[i] = big_alloc((size_t)(c->nnz > 0 ? c->nnz : 1) * sizeof *g->q[i]);
+        size_t qb = (size_t)(c->nnz > 0 ? c->nnz : 1) * sizeof *g->q[i];
+        g->q[i] = qa ? arena_alloc(qa, qb) : big_alloc(qb);
         if (!g->q[i])
             goto oom;
     }
@@ -419,11 +427,11 @@ typedef struct mlp_layer {
  * fault per 4 KB (about 12 us each on the bench VM), a tenth of a first
  * curve. One arena per planning lane (no locking). */
 #define ARENA_CHUNK ((size_t)2 << 20)
-typedef struct arena {
+struct arena {
     char *cur, *end;
     void **chunks;
     int n, cap;
-} arena;
+};
 
 static void *arena_alloc(arena *a, size_t n)
 {
@@ -2666,18 +2674,22 @@ int dwf_thresh_curve_compute(const dwf_smodel *s, const dwf_dataset *val,
     dwf_workers *wk = NULL;
     if (o.threads > 1 && (rc = dwf_workers_create(o.threads, &wk, err)))
         return rc;
-    if ((rc = grid_build(s, &o, &g, wk, err))) {
+    /* the removal indices in the arena the last planning lane fills (fresh
+     * memory costs a fault per 2 MB page, up to ms each on the bench VM) */
+    plan P;
+    memset(&P, 0, sizeof P);
+    if ((rc = grid_build(s, &o, &g, wk, &P.mem[o.threads - 1], err))) {
+        plan_free(&P);
         dwf_workers_free(wk);
         return rc;
     }
     out->points = calloc((size_t)g.n, sizeof *out->points);
     if (!out->points) {
         grid_free(&g);
+        plan_free(&P);
         dwf_workers_free(wk);
         return dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
     }
-    plan P;
-    memset(&P, 0, sizeof P);
     P.s = s;
     P.data[0] = has_data(val) ? val : NULL;
     P.data[1] = has_data(test) ? test : NULL;
@@ -2691,8 +2703,8 @@ int dwf_thresh_curve_compute(const dwf_smodel *s, const dwf_dataset *val,
         rc = curve_incremental(s, &P, &g, &o, chance, wk, out, err);
     else
         rc = curve_from_scratch(s, data, &g, chance, o.threads, wk, out, err);
-    plan_free(&P);
     grid_free(&g);
+    plan_free(&P);
     dwf_workers_free(wk);
     if (rc) {
         dwf_thresh_curve_free(out);
