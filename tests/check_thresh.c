@@ -215,11 +215,18 @@ START_TEST(t_kernels_fast_equal_portable)
             ck_assert(memcmp(ai, bi, (size_t)n * sizeof *ai) == 0);
             free(old);
         }
-        /* gathered samples: every third column, from the last one down */
+        /* gathered samples: every third column, ascending (as the curve
+         * lists them) and, for the general path, from the last one down */
         int gi[128], ng = 0;
         for (int g = n - 1; g >= 0; g -= 3)
             gi[ng++] = g;
-        for (int relu = 0; relu < 2; relu++) {
+        for (int relu = 0; relu < 4; relu++) {
+            if (relu == 2) /* reverse: ascending */
+                for (int g = 0; g < ng / 2; g++) {
+                    int tmp = gi[g];
+                    gi[g] = gi[ng - 1 - g];
+                    gi[ng - 1 - g] = tmp;
+                }
             double *ha = calloc((size_t)rows * n, sizeof *ha), *hb = calloc((size_t)rows * n, sizeof *hb);
             float *fa = calloc((size_t)rows * n, sizeof *fa),
                   *fb = calloc((size_t)rows * n, sizeof *fb);
@@ -227,8 +234,8 @@ START_TEST(t_kernels_fast_equal_portable)
                 a2[g] = b2[g] = 0.25 * g;
                 ai[g] = bi[g] = 0.5;
             }
-            dwf_tk_gather_h0(1, y, ha, rl, 5, n, relu, gi, ng, fa, a2, ai);
-            dwf_tk_gather_h0(0, y, hb, rl, 5, n, relu, gi, ng, fb, b2, bi);
+            dwf_tk_gather_h0(1, y, ha, rl, 5, n, relu & 1, gi, ng, fa, a2, ai);
+            dwf_tk_gather_h0(0, y, hb, rl, 5, n, relu & 1, gi, ng, fb, b2, bi);
             ck_assert(memcmp(ha, hb, (size_t)rows * n * sizeof *ha) == 0);
             ck_assert(memcmp(fa, fb, (size_t)rows * n * sizeof *fa) == 0);
             ck_assert(memcmp(a2, b2, (size_t)n * sizeof *a2) == 0);
