@@ -801,7 +801,8 @@ void dwf_norm_fit(dwf_norm *norm, dwf_norm_kind kind, const dwf_dataset *d)
  * mean 0 (x / 255 and no normalization) the vector loop computes (float)v
  * times 1 / sd where that gives the same float for all 256 bytes, else
  * (float)v / sd (always the same: double rounding of a quotient of floats
- * is innocuous); checked byte by byte. */
+ * is innocuous); checked byte by byte. Without wide vectors (DWF_VEC off:
+ * other compilers, sanitizer builds) the table. */
 typedef struct lut_map {
     float lut[256];
     float sd, inv;
@@ -822,7 +823,8 @@ static void lut_init(lut_map *m, const dwf_norm *norm)
         mul &= memcmp(&a, &l, sizeof l) == 0;
         div &= memcmp(&q, &l, sizeof l) == 0;
     }
-    m->mode = mul ? 1 : div ? 2 : 0;
+    /* a quotient per byte beats the table only on wide vectors */
+    m->mode = !DWF_VEC_WIDE ? 0 : mul ? 1 : div ? 2 : 0;
 }
 
 /* x[j] = lut[src[j]] for n bytes. */

@@ -11,8 +11,10 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
     !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define DWF_VEC __attribute__((target_clones("avx512f", "avx2", "default")))
+#define DWF_VEC_WIDE 1 /* the loops run on vectors wider than SSE2's */
 #else
 #define DWF_VEC
+#define DWF_VEC_WIDE 0
 #endif
 
 #endif
