@@ -1357,7 +1357,9 @@ static size_t lane_layout(lane *w, const plan *P, uintptr_t base)
     w->g0 = (double *)u;
     w->hf = (float *)(w->g0 + B * M);
     w->xf = carve(&at, B * dim * sizeof(float));
-    w->tmp = carve(&at, (B * R0 > dim ? B * R0 : dim) * sizeof(float));
+    /* tmp: the panel kernel's sums (R0 x DWF_TK_TILE) too */
+    size_t tb = (B > DWF_TK_TILE ? B : DWF_TK_TILE) * R0;
+    w->tmp = carve(&at, (tb > dim ? tb : dim) * sizeof(float));
     w->ys = carve(&at, B * sizeof(int32_t));
     w->cur = carve(&at, R0 * sizeof(int32_t));
     w->x2 = carve(&at, B * sizeof(double));

@@ -140,7 +140,10 @@ csr_fd_512(const int32_t *restrict ip, const int32_t *restrict ix,
  * index, weight and loop step serve 128 products), so that the x rows a
  * panel reads stay in L1 while the rows' entries in that panel stream by,
  * two rows at a time (independent chains); each row's float partial sums
- * wait in acc (rows x 128) between panels. cur (rows) is scratch. */
+ * wait in acc (rows x DWF_TK_TILE) between panels. cur (rows) is scratch. */
+#if DWF_TK_TILE != 128
+#error "the panel kernel's tile is eight vectors of 16 floats"
+#endif
 #define FP_ACC(a, w, xr, q)                                                   \
     do {                                                                      \
         if (nq > q)                                                           \
@@ -184,8 +187,9 @@ csr_fd_512(const int32_t *restrict ip, const int32_t *restrict ix,
         }                                                                     \
     } while (0)
 
-/* One tile of up to 128 sample columns from j0 (nq vectors, the last
- * masked by ml; acc rows hold 128 floats, of which the tile uses 16 nq). */
+/* One tile of up to DWF_TK_TILE = 128 sample columns from j0 (nq vectors,
+ * the last masked by ml; acc rows hold DWF_TK_TILE floats, of which the
+ * tile uses 16 nq). */
 __attribute__((target("avx512f"), always_inline)) static inline void
 fp_tile(const int32_t *restrict ip, const int32_t *restrict ix, const float *restrict v,
         int rows, int cols, const float *restrict x, int n, int j0, const int nq,
@@ -194,14 +198,14 @@ fp_tile(const int32_t *restrict ip, const int32_t *restrict ix, const float *res
 {
     for (int r = 0; r < rows; r++)
         cur[r] = ip[r];
-    memset(acc, 0, (size_t)rows * 128 * sizeof(float));
+    memset(acc, 0, (size_t)rows * DWF_TK_TILE * sizeof(float));
     for (int p1 = DWF_TK_PANEL; p1 - DWF_TK_PANEL < cols; p1 += DWF_TK_PANEL) {
         for (int r = 0; r < rows; r += 2) {
             int r2 = r + 1 < rows ? r + 1 : r;
             int32_t k = cur[r], e = ip[r + 1], k2 = cur[r2], e2 = r2 != r ? ip[r2 + 1] : k2;
             if (!(k < e && ix[k] < p1) && !(k2 < e2 && ix[k2] < p1))
                 continue;
-            float *ar = acc + (size_t)r * 128, *br = acc + (size_t)r2 * 128;
+            float *ar = acc + (size_t)r * DWF_TK_TILE, *br = acc + (size_t)r2 * DWF_TK_TILE;
             FP_LOAD(a, ar);
             FP_LOAD(b, br);
             for (; k < e && ix[k] < p1 && k2 < e2 && ix[k2] < p1; k++, k2++) {
@@ -224,7 +228,7 @@ fp_tile(const int32_t *restrict ip, const int32_t *restrict ix, const float *res
         if (!set && ip[r] == ip[r + 1])
             continue;
         double *zr = z + (size_t)r * n + j0;
-        const float *ar = acc + (size_t)r * 128;
+        const float *ar = acc + (size_t)r * DWF_TK_TILE;
         double b0 = bias && set ? (double)bias[r] : 0.0;
         for (int q = 0; q < nq; q++)
             fc_put(zr + 16 * q, b0, set, _mm512_loadu_ps(ar + 16 * q),
@@ -242,8 +246,8 @@ csr_fd_panel_512(const int32_t *restrict ip, const int32_t *restrict ix,
                  int n, int set, const float *restrict bias, double *restrict z,
                  float *restrict acc, int32_t *restrict cur)
 {
-    for (int j0 = 0; j0 < n; j0 += 128) {
-        int m = n - j0 < 128 ? n - j0 : 128, nq = (m + 15) / 16;
+    for (int j0 = 0; j0 < n; j0 += DWF_TK_TILE) {
+        int m = n - j0 < DWF_TK_TILE ? n - j0 : DWF_TK_TILE, nq = (m + 15) / 16;
         __mmask16 ml = (__mmask16)(m % 16 ? (1u << (m % 16)) - 1 : 0xffff);
         switch (nq) {
         case 1: fp_tile(ip, ix, v, rows, cols, x, n, j0, 1, ml, set, bias, z, acc, cur); break;

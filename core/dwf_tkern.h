@@ -20,6 +20,8 @@
  * pays where rows have about DWF_TK_PANEL_MIN entries per panel. */
 #define DWF_TK_PANEL 64
 #define DWF_TK_PANEL_MIN 12
+/* Sample columns a tile of the panel kernel holds. */
+#define DWF_TK_TILE 128
 
 /* 1 when the CPU runs the AVX-512 kernels. */
 int dwf_tk_avx512(void);
@@ -42,7 +44,7 @@ void dwf_tk_csr(int fast, const int32_t *ip, const int32_t *ix, const float *v,
 
 /* The same for a wide x (cols inputs): where the rows are dense enough, by
  * panels of DWF_TK_PANEL features kept in L1 (same sums per row); acc
- * (rows x 128 floats) and cur (rows) are scratch. */
+ * (rows x DWF_TK_TILE floats, whatever n) and cur (rows) are scratch. */
 void dwf_tk_csr_wide(int fast, const int32_t *ip, const int32_t *ix, const float *v, int rows,
                      int cols, const float *x, int n, int set, const float *bias, double *z,
                      float *acc, int32_t *cur);
