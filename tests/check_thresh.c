@@ -514,9 +514,12 @@ static void check_against_models(const dwf_thresh_curve *c, const dwf_smodel *s,
     }
 }
 
+/* What a failing check_same_curve names (the random test's seed). */
+static char g_what[128];
+
 static void check_same_curve(const dwf_thresh_curve *a, const dwf_thresh_curve *b)
 {
-    ck_assert_int_eq(a->n, b->n);
+    ck_assert_msg(a->n == b->n, "%s%d points, not %d", g_what, a->n, b->n);
     for (int i = 0; i < a->n; i++) {
         const dwf_thresh_point *p = &a->points[i], *q = &b->points[i];
         ck_assert(p->threshold == q->threshold);
@@ -526,7 +529,7 @@ static void check_same_curve(const dwf_thresh_curve *a, const dwf_thresh_curve *
             ck_assert_int_eq(p->layer_nonzero[l], q->layer_nonzero[l]);
         ck_assert_msg((p->val_acc == q->val_acc || (isnan(p->val_acc) && isnan(q->val_acc))) &&
                       (p->test_acc == q->test_acc || (isnan(p->test_acc) && isnan(q->test_acc))),
-                      "point %d: %.6f %.6f vs %.6f %.6f", i, p->val_acc, p->test_acc,
+                      "%spoint %d: %.6f %.6f vs %.6f %.6f", g_what, i, p->val_acc, p->test_acc,
                       q->val_acc, q->test_acc);
     }
 }
@@ -743,6 +746,158 @@ START_TEST(t_incremental_matches_evaluate)
 }
 END_TEST
 
+/* ---- random models against the from-scratch curve ---------------------- */
+
+/* Magnitudes of one of four shapes (log-uniform over seven decades; a DWF
+ * run's bulk in [1e-4, 3e-4] with survivors in [1e-2, 1]; one decade; two
+ * clusters), some exact zeros, sometimes whole units dead; random biases. */
+static void random_weights(dwf_model *m, dwf_rng *r)
+{
+    int shape = (int)dwf_rng_below(r, 4);
+    for (int i = 0; i < m->arch.n_layers; i++) {
+        if (m->weight_idx[i] < 0)
+            continue;
+        dwf_param *p = &m->params[m->weight_idx[i]];
+        double zeros = dwf_rng_uniform(r) < 0.3 ? dwf_rng_uniform(r) : 0.0;
+        double surv = 0.02 + 0.2 * dwf_rng_uniform(r);
+        int units = m->arch.layers[i].units;
+        int64_t cols = p->n / units;
+        int dead_units = dwf_rng_uniform(r) < 0.3;
+        for (int64_t k = 0; k < p->n; k++) {
+            double u = dwf_rng_uniform(r), mag;
+            if (dwf_rng_uniform(r) < zeros)
+                mag = 0.0;
+            else if (shape == 0)
+                mag = pow(10.0, -7.0 + 7.0 * u);
+            else if (shape == 1)
+                mag = dwf_rng_uniform(r) < surv ? pow(10.0, -2.0 + 2.0 * u)
+                                                : pow(10.0, -4.0 + 0.5 * u);
+            else if (shape == 2)
+                mag = pow(10.0, -3.0 + u);
+            else
+                mag = dwf_rng_uniform(r) < 0.5 ? pow(10.0, -6.0 + 3.0 * u) : 0.3 * u;
+            p->f[0][k] = (float)(dwf_rng_uniform(r) < 0.5 ? -mag : mag);
+            for (int d = 1; d < p->depth; d++)
+                p->f[d][k] = 1.0f;
+        }
+        for (int u = 0; dead_units && u < units; u++)
+            if (dwf_rng_uniform(r) < 0.3)
+                memset(p->f[0] + (int64_t)u * cols, 0, (size_t)cols * sizeof(float));
+    }
+    set_biases(m, dwf_rng_u64(r), dwf_rng_uniform(r) < 0.3 ? 0.0 : 0.5 * dwf_rng_uniform(r));
+}
+
+/* Random MLPs (0-3 hidden layers of 1-403 units, 2-12 classes, 2x2 to
+ * 28x28 inputs, depth 1-3), random data sets of 0-699 samples (some with
+ * many zero pixels; labels random or by a cut of the model), random grids
+ * (1-8 points a decade, capped or not, chance margin 0 or 0.02), then
+ * three incremental curves with random options (1 or 2 threads, portable
+ * kernels, no exact end, the caller's first-layer outputs summed in
+ * either order, with or without every later layer's): each equals the
+ * from-scratch curve point for point. */
+START_TEST(t_random_models_match_scratch)
+{
+    dwf_err e;
+    dwf_norm norm = {DWF_NORM_SCALE, 0.0f, 255.0f};
+    int64_t incremental = 0;
+    /* DWF_THRESH_SEEDS="first last" runs other seeds (longer runs) */
+    unsigned long long s0 = 1, s1 = 40;
+    const char *env = getenv("DWF_THRESH_SEEDS");
+    if (env && sscanf(env, "%llu %llu", &s0, &s1) != 2)
+        ck_abort_msg("DWF_THRESH_SEEDS: want \"first last\", got \"%s\"", env);
+    for (uint64_t seed = s0; seed <= s1; seed++) {
+        dwf_rng r;
+        dwf_rng_seed(&r, seed * 7919 + 13);
+        int side = dwf_rng_uniform(&r) < 0.4 ? 28 : 2 + (int)dwf_rng_below(&r, 14);
+        int nh = (int)dwf_rng_below(&r, 4), hid[3];
+        for (int i = 0; i < nh; i++) {
+            double u = dwf_rng_uniform(&r);
+            hid[i] = u < 0.2 ? 1 + (int)dwf_rng_below(&r, 4)
+                   : u < 0.8 ? 2 + (int)dwf_rng_below(&r, 64)
+                             : 64 + (int)dwf_rng_below(&r, 340);
+        }
+        int nc = 2 + (int)dwf_rng_below(&r, 11);
+        dwf_arch a;
+        ck_assert_msg(dwf_arch_mlp(&a, 1, side, side, hid, nh, nc,
+                                   1 + (int)dwf_rng_below(&r, 3), &e) == 0, "%s", e.msg);
+        dwf_model *m = make_model(&a, seed);
+        random_weights(m, &r);
+        float eps = dwf_rng_uniform(&r) < 0.8 ? 1.1920929e-07f
+                                              : (float)pow(10.0, -6.0 + 3.0 * dwf_rng_uniform(&r));
+        dwf_smodel s;
+        ck_assert_msg(dwf_smodel_from_model(m, &norm, eps, NULL, NULL, 0, &s, &e) == 0, "%s",
+                      e.msg);
+        dwf_dataset d[2];
+        const dwf_dataset *D[2];
+        for (int k = 0; k < 2; k++) {
+            int n = dwf_rng_uniform(&r) < 0.15 ? 0 : 1 + (int)dwf_rng_below(&r, 699);
+            make_data_side(&d[k], n > 0 ? n : 1, side, dwf_rng_u64(&r));
+            d[k].n_classes = nc;
+            double zf = dwf_rng_uniform(&r) < 0.5 ? 0.0 : dwf_rng_uniform(&r);
+            for (int i = 0; i < d[k].n * d[k].dim; i++)
+                if (dwf_rng_uniform(&r) < zf)
+                    d[k].x_u8[i] = 0;
+            for (int i = 0; i < d[k].n; i++)
+                d[k].y[i] = (int32_t)dwf_rng_below(&r, (uint64_t)nc);
+            D[k] = n > 0 ? &d[k] : NULL;
+        }
+        if (!D[0] && !D[1])
+            D[1] = &d[1];
+        if (dwf_rng_uniform(&r) < 0.7) {
+            float t = (float)(eps * pow(10.0, 5.0 * dwf_rng_uniform(&r)));
+            for (int k = 0; k < 2; k++)
+                label_by(&d[k], &s, t);
+        }
+        dwf_thresh_opts o;
+        dwf_thresh_opts_default(&o);
+        o.per_decade = 1 + (int)dwf_rng_below(&r, 8);
+        if (dwf_rng_uniform(&r) < 0.2)
+            o.max_points = 2 + (int)dwf_rng_below(&r, 20);
+        o.chance_margin = dwf_rng_uniform(&r) < 0.2 ? 0.0 : 0.02;
+        dwf_thresh_curve ref, inc;
+        o.from_scratch = 1;
+        ck_assert_msg(dwf_thresh_curve_compute(&s, D[0], D[1], &o, &ref, &e) == 0, "%s", e.msg);
+        o.from_scratch = 0;
+        for (int v = 0; v < 3; v++) {
+            o.threads = dwf_rng_uniform(&r) < 0.5 ? 1 : 2;
+            o.portable = dwf_rng_uniform(&r) < 0.3;
+            o.no_exact_end = dwf_rng_uniform(&r) < 0.2;
+            int given = dwf_rng_uniform(&r) < 0.5, later = given && dwf_rng_uniform(&r) < 0.7;
+            float *outs[2][DWF_MAX_LAYERS] = {{NULL}};
+            memset(o.layer0, 0, sizeof o.layer0);
+            memset(o.later, 0, sizeof o.later);
+            for (int k = 0; k < 2 && given; k++) {
+                if (!D[k])
+                    continue;
+                o.layer0[k] = outs[k][0] = layer0_outputs(&s, D[k]);
+                if (later && later_outputs(&s, D[k], outs[k][0], outs[k] + 1) > 0)
+                    for (int l = 1; l < DWF_MAX_LAYERS; l++)
+                        o.later[k][l - 1] = outs[k][l];
+            }
+            ck_assert_msg(dwf_thresh_curve_compute(&s, D[0], D[1], &o, &inc, &e) == 0, "%s",
+                          e.msg);
+            snprintf(g_what, sizeof g_what, "seed %llu (threads %d, portable %d, no exact "
+                     "end %d, given %d, later %d): ", (unsigned long long)seed, o.threads,
+                     o.portable, o.no_exact_end, given, later);
+            check_same_curve(&inc, &ref);
+            g_what[0] = 0;
+            incremental += inc.stats.incremental;
+            dwf_thresh_curve_free(&inc);
+            for (int k = 0; k < 2; k++)
+                for (int l = 0; l < DWF_MAX_LAYERS; l++)
+                    free(outs[k][l]);
+        }
+        dwf_thresh_curve_free(&ref);
+        dwf_dataset_free(&d[0]);
+        dwf_dataset_free(&d[1]);
+        dwf_smodel_free(&s);
+        dwf_model_free(m);
+    }
+    if (!env)
+        ck_assert_int_ge(incremental, 100);
+}
+END_TEST
+
 /* A conv net (and an MLP with relu on its input) take the from-scratch
  * path, with the same result on 1 and 2 threads; bad thread counts are
  * errors. */
@@ -911,6 +1066,7 @@ int main(void)
     tcase_add_test(tc, t_curve_points_are_models);
     tcase_add_test(tc, t_select_validation_only);
     tcase_add_test(tc, t_incremental_matches_evaluate);
+    tcase_add_test(tc, t_random_models_match_scratch);
     tcase_add_test(tc, t_other_archs_from_scratch);
     tcase_add_test(tc, t_job_curve_and_select);
     suite_add_tcase(s, tc);
