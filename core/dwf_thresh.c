@@ -2418,6 +2418,14 @@ static void team_run(dwf_workers *wk, dwf_work_fn fn, team *t)
         fn(t, 0);
 }
 
+/* Allocates (and so first touches) lane id's buffers on its own thread
+ * (lane_init; a lane left without its arena failed). */
+static void lane_init_run(void *arg, int id)
+{
+    team *t = arg;
+    lane_init(&t->lanes[id], t->P);
+}
+
 /* Lanes over the blocks of data set ds, through the first n_use models
  * (near ties accumulate in the lanes' lists). */
 static int run_lanes(team *t, dwf_workers *wk, int ds, int n_use, dwf_err *err)
@@ -2556,14 +2564,14 @@ static int curve_incremental(const dwf_smodel *s, plan *P, const grid *g,
     }
     P->fast = !o->portable && dwf_tk_avx512();
     done = calloc((size_t)P->n_pt * 2, 1);
-    if (!done)
-        rc = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
-    for (int i = 0; i < nl && !rc; i++)
-        if (lane_init(&lanes[i], P))
+    team t = {.P = P, .lanes = lanes, .n = nl, .g = g};
+    /* each lane faults its own fresh buffers in, at the same time */
+    team_run(wk, lane_init_run, &t);
+    for (int i = 0; i < nl; i++)
+        if (!lanes[i].arena || !done)
             rc = dwf_errorf(err, DWF_ENOMEM, "threshold curve: out of memory");
     if (rc)
         goto out;
-    team t = {.P = P, .lanes = lanes, .n = nl, .g = g};
     /* the data set that decides the stop goes first, through every model;
      * its accuracy before the near ties lies in [ok, ok + ties] / n, which
      * mostly settles the stop without them (else the model's near ties go
