@@ -2740,8 +2740,9 @@ int dwf_thresh_select(const dwf_thresh_curve *c, double dense_val_acc,
             return dwf_errorf(err, DWF_EINVAL, "select: threshold point %d has "
                               "no validation accuracy (a validation split is "
                               "required)", i);
-        /* a small slack against rounding of equal accuracies */
-        if (v >= dense_val_acc - max_drop - 1e-12 &&
+        /* a small slack against rounding of equal accuracies; a model
+         * with no weight left (biases alone) is not a sparse model */
+        if (v >= dense_val_acc - max_drop - 1e-12 && c->points[i].nonzero > 0 &&
             (best < 0 || c->points[i].threshold > c->points[best].threshold))
             best = i;
     }

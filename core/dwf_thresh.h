@@ -125,7 +125,8 @@ int dwf_thresh_curve_compute(const dwf_smodel *s, const dwf_dataset *val,
 void dwf_thresh_curve_free(dwf_thresh_curve *c);
 
 /* Picks the point with the largest threshold whose val_acc >=
- * dense_val_acc - max_drop, looking at validation accuracy only. *index
+ * dense_val_acc - max_drop and which keeps a weight (a point without any
+ * predicts from its biases alone), looking at validation accuracy only. *index
  * receives it; when no point qualifies it is 0 (the eps model) and *within
  * (may be NULL) is 0, else 1. DWF_EINVAL when the curve is empty, has no
  * validation accuracy, or dense_val_acc / max_drop are not finite. */

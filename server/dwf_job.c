@@ -213,12 +213,34 @@ fail:
     return NULL;
 }
 
+/* The final metrics m of a job whose spec selected model sel (point p of
+ * its curve, test loss loss): its non-zero counts, compression and sparse
+ * accuracies replace the eps model's (biases stay as they were). */
+static void selected_metrics(dwf_metrics *m, const dwf_smodel *sel, const dwf_thresh_point *p,
+                             double loss)
+{
+    int64_t w, nz, pa, pnz;
+    dwf_smodel_counts(sel, &w, &nz, &pa, &pnz);
+    for (int i = 0, k = 0; i < sel->arch.n_layers && k < m->n_layers; i++) {
+        dwf_layer_kind kind = sel->arch.layers[i].kind;
+        if (kind == DWF_LAYER_DENSE || kind == DWF_LAYER_CONV2D)
+            m->layers[k++].nonzero = sel->w[i].nnz;
+    }
+    m->nonzero = nz;
+    m->params_nonzero = pnz;
+    m->cr = nz > 0 ? (double)w / (double)nz : INFINITY;
+    m->cr_params = pnz > 0 ? (double)pa / (double)pnz : INFINITY;
+    m->sparse_test_acc = p->test_acc;
+    m->sparse_test_loss = loss;
+    m->sparse_val_acc = p->val_acc;
+}
+
 /* The threshold curve of *model (built at prune.eps) and, with the spec's
  * select, *model replaced by the model at the selected threshold. The
  * curve goes to res (may be NULL: then it is computed only for select).
  * On failure *model is freed. */
 static int curve_and_select(const dwf_spec *spec, const dwf_trainer *t,
-                            const dwf_metrics *last,
+                            const dwf_metrics *last, dwf_metrics *final,
                             const dwf_dataset *val, const dwf_dataset *test,
                             dwf_kv *kv, int n_kv, dwf_smodel *model,
                             dwf_job_result *res, dwf_err *err)
@@ -236,6 +258,8 @@ static int curve_and_select(const dwf_spec *spec, const dwf_trainer *t,
             goto out;
     }
     r->epoch_seconds = last->epoch_time;
+    r->eps_cr = last->cr;
+    r->eps_test_acc = last->sparse_test_acc;
     r->threshold = model->eps;
     r->dense_val_acc = last->val_acc;
     if (r->curve.n > 0) {
@@ -304,6 +328,8 @@ static int curve_and_select(const dwf_spec *spec, const dwf_trainer *t,
         else if (!strcmp(k, "sparse_test_loss"))
             *v = sel_loss;
     }
+    if (final)
+        selected_metrics(final, &sel, p, sel_loss);
     dwf_smodel_free(model);
     *model = sel;
 out:
@@ -367,7 +393,7 @@ int dwf_job_run(dwf_spec *spec, const dwf_job_hooks *hooks, dwf_smodel *model,
                                model, err);
     if (rc)
         goto done;
-    rc = curve_and_select(spec, t, last, &val, &test, kv, n_kv, model,
+    rc = curve_and_select(spec, t, last, final, &val, &test, kv, n_kv, model,
                           hooks->result, err);
 done:
     dwf_trainer_free(t);

@@ -34,6 +34,7 @@ typedef struct dwf_job_result {
     int select_within;             /* 0: no point within max_drop (eps model) */
     double dense_val_acc;          /* reference for max_drop */
     double threshold, cr, val_acc, test_acc; /* the stored model's */
+    double eps_cr, eps_test_acc;   /* the eps model's (before selection) */
 } dwf_job_result;
 
 void dwf_job_result_free(dwf_job_result *r);
@@ -73,7 +74,8 @@ typedef struct dwf_job_hooks {
  * spec text and final metrics; with select, the selected model, whose
  * metrics then also hold selected_threshold, selected_cr, selected_val_acc,
  * selected_test_acc, dense_val_acc and eps_cr / eps_sparse_test_acc) and
- * *final (last epoch's metrics; unchanged by selection).
+ * *final (last epoch's metrics; with select, its counts, CR and sparse
+ * accuracies and loss are the selected model's, like the file's).
  * Returns DWF_ECANCELED when stopped (after the cancel checkpoint). */
 int dwf_job_run(dwf_spec *spec, const dwf_job_hooks *hooks, dwf_smodel *model,
                 dwf_metrics *final, dwf_err *err);

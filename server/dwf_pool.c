@@ -187,8 +187,8 @@ static int local_results(dwf_job_ctx *ctx, const dwf_job_result *res,
         const char *k;
         double v;
     } items[] = {
-        {"eps_cr", ctx->final.cr},
-        {"eps_sparse_test_acc", ctx->final.sparse_test_acc},
+        {"eps_cr", res->eps_cr},
+        {"eps_sparse_test_acc", res->eps_test_acc},
         {"selected_threshold", res->threshold},
         {"selected_cr", res->cr},
         {"selected_val_acc", res->val_acc},

@@ -403,10 +403,12 @@ START_TEST(t_select_validation_only)
         ck_assert_int_eq(within, 1);
         const dwf_thresh_point *p = &c.points[run[k].idx];
         run[k].thr = p->threshold;
-        /* the largest threshold within the drop, on validation */
+        /* the largest threshold within the drop, on validation, that
+         * keeps a weight */
         ck_assert(p->val_acc >= dense_val - 0.02);
+        ck_assert_int_gt(p->nonzero, 0);
         for (int i = run[k].idx + 1; i < c.n; i++)
-            ck_assert(c.points[i].val_acc < dense_val - 0.02);
+            ck_assert(c.points[i].val_acc < dense_val - 0.02 || c.points[i].nonzero == 0);
         /* the test set would have chosen otherwise (it differs on purpose) */
         int best_test = 0;
         for (int i = 0; i < c.n; i++)
@@ -423,15 +425,18 @@ START_TEST(t_select_validation_only)
     ck_assert_msg(run[0].thr >= 6e-4 && run[0].thr <= 1.5e-2, "%g", run[0].thr);
     ck_assert_msg(run[2].thr >= 0.1, "%g", run[2].thr);
     /* no point within the drop: the eps model, within = 0 */
-    dwf_thresh_point pts[2] = {{.threshold = 1e-7, .val_acc = 0.5, .test_acc = 0.9},
-                               {.threshold = 1e-6, .val_acc = 0.4, .test_acc = 0.9}};
-    dwf_thresh_curve hand = {.n = 2, .points = pts};
+    dwf_thresh_point pts[3] = {{.threshold = 1e-7, .nonzero = 9, .val_acc = 0.5, .test_acc = 0.9},
+                               {.threshold = 1e-6, .nonzero = 3, .val_acc = 0.4, .test_acc = 0.9},
+                               {.threshold = 1e-5, .nonzero = 0, .val_acc = 0.4, .test_acc = 0.9}};
+    dwf_thresh_curve hand = {.n = 3, .points = pts};
     int idx = -1, within = -1;
     ck_assert_int_eq(dwf_thresh_select(&hand, 0.9, 0.01, &idx, &within, &e), 0);
     ck_assert_int_eq(idx, 0);
     ck_assert_int_eq(within, 0);
+    /* the largest within the drop, but never the model without weights */
     ck_assert_int_eq(dwf_thresh_select(&hand, 0.5, 0.1, &idx, &within, &e), 0);
     ck_assert_int_eq(idx, 1);
+    ck_assert_int_eq(within, 1);
     ck_assert_int_eq(dwf_thresh_select(&hand, NAN, 0.1, &idx, &within, &e), DWF_EINVAL);
     dwf_dataset_free(&val_a);
     dwf_dataset_free(&val_b);
@@ -1031,11 +1036,14 @@ START_TEST(t_job_curve_and_select)
     dwf_metrics final2;
     run_job(1, &model, &final2, &res);
     ck_assert_int_eq(res.selected, 1);
-    ck_assert_int_eq(final2.nonzero, final.nonzero); /* same training */
+    ck_assert(res.eps_cr == final.cr); /* same training */
+    ck_assert(res.eps_test_acc == final.sparse_test_acc);
     const dwf_thresh_point *ps = &res.curve.points[res.select_index];
+    ck_assert_int_gt(ps->nonzero, 0);
     ck_assert(ps->val_acc >= final2.val_acc - 0.02 || !res.select_within);
     for (int i = res.select_index + 1; i < res.curve.n; i++)
-        ck_assert(res.curve.points[i].val_acc < final2.val_acc - 0.02);
+        ck_assert(res.curve.points[i].val_acc < final2.val_acc - 0.02 ||
+                  res.curve.points[i].nonzero == 0);
     ck_assert(model.eps == (float)ps->threshold);
     int64_t w, nz;
     dwf_smodel_counts(&model, &w, &nz, NULL, NULL);
@@ -1048,6 +1056,19 @@ START_TEST(t_job_curve_and_select)
     ck_assert_int_eq(dwf_smodel_evaluate(&model, &test, &acc, &loss, &e), 0);
     ck_assert(acc == ps->test_acc);
     ck_assert(dwf_smodel_metric(&model, "sparse_test_acc") == acc);
+    /* and the job's final metrics are the selected model's, as in its file */
+    int64_t pa, pnz, layer_sum = 0;
+    dwf_smodel_counts(&model, &w, &nz, &pa, &pnz);
+    ck_assert_int_eq(final2.nonzero, nz);
+    ck_assert_int_eq(final2.params_nonzero, pnz);
+    for (int i = 0; i < final2.n_layers; i++)
+        layer_sum += final2.layers[i].nonzero;
+    ck_assert_int_eq(layer_sum, nz);
+    ck_assert(final2.cr == (double)w / (double)nz);
+    ck_assert(final2.cr_params == dwf_smodel_metric(&model, "cr_params"));
+    ck_assert(final2.sparse_test_acc == acc);
+    ck_assert(final2.sparse_test_loss == dwf_smodel_metric(&model, "sparse_test_loss"));
+    ck_assert(final2.sparse_val_acc == ps->val_acc);
     dwf_job_result_free(&res);
     dwf_smodel_free(&model);
     dwf_dataset_free(&train);
