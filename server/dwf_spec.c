@@ -13,6 +13,7 @@
 #include "dwf_workers.h"
 
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -864,7 +865,8 @@ static int parse_prune(rd *r, json_t *in, json_t *out, dwf_train_opts *o)
     int end_given = json_object_get(in, "prune_end") != NULL;
     int rc;
     if ((rc = check_keys(r, in, pre, keys)) ||
-        (rc = get_num(r, in, out, pre, "eps", DWF_EPS_F32, 0, 1, HUGE_VAL, 0,
+        /* a float32 threshold: above FLT_MAX it would be inf */
+        (rc = get_num(r, in, out, pre, "eps", DWF_EPS_F32, 0, 1, FLT_MAX, 0,
                       &o->eps_prune)) ||
         (rc = get_num(r, in, out, pre, "target_cr", 10, 1, 0, HUGE_VAL, 0,
                       &o->target_cr)) ||

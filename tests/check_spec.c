@@ -314,6 +314,8 @@ static const bad_case bad[] = {
     {"{\"train\": {\"lr\": \"fast\"}}", "train.lr", DWF_EINVAL, "train.lr: must be a number (got string)"},
     {"{\"train\": {\"lr\": -1}}", "train.lr", DWF_EINVAL, "train.lr: must be > 0 (got -1)"},
     {"{\"train\": {\"lr\": 0}}", "train.lr", DWF_EINVAL, "must be > 0"},
+    /* a float32 threshold: 1e300 would be inf (the job would fail after training) */
+    {"{\"prune\": {\"eps\": 1e300}}", "prune.eps", DWF_EINVAL, "prune.eps: must be in (0, 3.40282e+38] (got 1e+300)"},
     {"{\"train\": {\"epochs\": 0}}", "train.epochs", DWF_EINVAL, "train.epochs: must be 1..10000 (got 0)"},
     {"{\"train\": {\"epochs\": 2.5}}", "train.epochs", DWF_EINVAL, "must be an integer (got 2.5)"},
     {"{\"train\": {\"epochs\": true}}", "train.epochs", DWF_EINVAL, "must be an integer (got boolean)"},
@@ -398,7 +400,7 @@ static const bad_case bad[] = {
     {"{\"select\": {}}", "select", DWF_EINVAL, "data.validation > 0"},
     {"{\"select\": {\"max_drop\": 2}, \"data\": {\"validation\": 0.1}}", "select.max_drop", DWF_EINVAL, "[0, 1]"},
     {"{\"select\": {\"split\": \"test\"}, \"data\": {\"validation\": 0.1}}", "select.split", DWF_EINVAL, "must be one of"},
-    {"{\"prune\": {\"eps\": 0}}", "prune.eps", DWF_EINVAL, "> 0"},
+    {"{\"prune\": {\"eps\": 0}}", "prune.eps", DWF_EINVAL, "must be in (0, "},
     {"{\"prune\": {\"target_cr\": 0.5}}", "prune.target_cr", DWF_EINVAL, ">= 1"},
     {"{\"prune\": {\"prune_every\": 0}}", "prune.prune_every", DWF_EINVAL, "1..1000000"},
     {"{\"method\": \"gradual\", \"prune\": {\"prune_end\": 30}}", "prune.prune_end", DWF_EINVAL, "<= train.epochs (20)"},
