@@ -260,13 +260,14 @@ static int cmd_search(const char *path, dwf_spec *spec, const char *out,
             r->cr = r->val_acc = NAN;
             rc = 0;
         } else {
-            r->state = DWF_SEARCH_RUN_OK;
+            r->state = res.collapsed ? DWF_SEARCH_RUN_COLLAPSED : DWF_SEARCH_RUN_OK;
             r->cr = res.selected ? res.cr : final.cr;
             r->val_acc = res.selected ? res.val_acc : final.sparse_val_acc;
             double test = res.selected ? res.test_acc : final.sparse_test_acc;
             printf("run %d: lambda %.4g -> CR %.3g, validation %.4f, test %.4f%s\n",
                    n + 1, r->lambda, r->cr, r->val_acc, test,
-                   dwf_search_within(o, r->cr) ? "  (within tolerance)" : "");
+                   res.collapsed ? "  (the dense model is at chance: lambda too large)"
+                   : dwf_search_within(o, r->cr) ? "  (within tolerance)" : "");
             dwf_job_result_free(&res);
         }
         fflush(stdout);

@@ -140,7 +140,9 @@ int dwf_search_next(const dwf_search_opts *o, const dwf_search_run *runs,
             canceled = 1;
             continue;
         case DWF_SEARCH_RUN_FAILED:
-            /* a run that blows up is taken as "lambda too large" */
+        case DWF_SEARCH_RUN_COLLAPSED:
+            /* a run that blows up or learns nothing is taken as "lambda
+             * too large" */
             if (r->lambda < hi) {
                 hi = r->lambda;
                 hi_cr = NAN;

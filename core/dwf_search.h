@@ -42,6 +42,9 @@ typedef enum dwf_search_run_state {
     DWF_SEARCH_RUN_OK,          /* finished: cr and val_acc are valid */
     DWF_SEARCH_RUN_FAILED,      /* training failed (e.g. non-finite loss) */
     DWF_SEARCH_RUN_CANCELED,    /* canceled by the user */
+    DWF_SEARCH_RUN_COLLAPSED,   /* finished, but its dense model is at chance
+                                   (learned nothing): lambda too large, like
+                                   a failed run; never the best */
 } dwf_search_run_state;
 
 typedef struct dwf_search_run {

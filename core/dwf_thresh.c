@@ -2271,6 +2271,22 @@ static int check_data(const dwf_smodel *s, const dwf_dataset *d, dwf_err *err)
     return dwf_dataset_check_labels(d, a->n_classes, "data set", err);
 }
 
+double dwf_thresh_chance(const dwf_dataset *d, int n_classes, double margin)
+{
+    double c = 1.0 / (n_classes > 1 ? n_classes : 2);
+    if (d && d->n > 0 && d->y && n_classes > 0) {
+        int64_t *cnt = calloc((size_t)n_classes, sizeof *cnt), top = 0;
+        if (cnt) {
+            for (int i = 0; i < d->n; i++)
+                if (d->y[i] >= 0 && d->y[i] < n_classes && ++cnt[d->y[i]] > top)
+                    top = cnt[d->y[i]];
+            free(cnt);
+        }
+        c = mx(c, (double)top / d->n);
+    }
+    return c + margin;
+}
+
 /* Stopping rule on the points filled so far: the number of points kept. */
 static int stop_after(const dwf_thresh_point *pt, int on_val, int on_test,
                       double chance)

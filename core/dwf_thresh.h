@@ -114,6 +114,13 @@ typedef struct dwf_thresh_opts {
  * incremental). */
 void dwf_thresh_opts_default(dwf_thresh_opts *o);
 
+/* Chance level of data set d (may be NULL) for telling a model that
+ * learned nothing: max(1 / n_classes, the share of its most frequent
+ * label - what a constant prediction scores), plus margin. (The curve's
+ * stopping rule uses 1 / n_classes + margin: it may run a few points past
+ * a constant predictor of unbalanced data.) */
+double dwf_thresh_chance(const dwf_dataset *d, int n_classes, double margin);
+
 /* Evaluates s at thresholds s->eps * 10^(k / per_decade), k = 0, 1, ...
  * (the first at s->eps, or at float epsilon when s->eps is 0) on val and
  * test (either may be NULL or empty), stopping after the first point where

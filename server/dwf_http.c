@@ -1791,6 +1791,25 @@ static enum MHD_Result h_sweep_create(dwf_http *h, struct MHD_Connection *c, req
             goto done;
         }
     }
+    /* target_cr is the baselines' (DWF's CR follows lambda): a grid of it
+     * needs a method that reads it */
+    if (vals[4]) {
+        int uses = 0;
+        if (vals[2]) {
+            for (size_t i = 0; i < json_array_size(vals[2]); i++)
+                uses |= strcmp(json_string_value(json_array_get(vals[2], i)), "dwf") != 0;
+        } else {
+            json_t *bm = json_object_get(base, "method");
+            uses = json_is_string(bm) && strcmp(json_string_value(bm), "dwf") != 0;
+        }
+        if (!uses) {
+            ret = reply_error(h, c, r, 400, "invalid_spec", "grid.target_cr",
+                              "no method of this sweep uses grid.target_cr: it is the "
+                              "pruning baselines' target (DWF's CR follows lambda); for "
+                              "method dwf, base.search.target_cr searches lambda");
+            goto done;
+        }
+    }
     specs = calloc(total, sizeof *specs);
     jn = calloc(total, sizeof *jn);
     children_json = json_array();

@@ -258,6 +258,10 @@ static int curve_and_select(const dwf_spec *spec, const dwf_trainer *t,
             goto out;
     }
     r->epoch_seconds = last->epoch_time;
+    const dwf_dataset *on = val && val->n > 0 ? val : test;
+    double dense = val && val->n > 0 ? last->val_acc : last->test_acc;
+    r->collapsed = on && on->n > 0 && isfinite(dense) &&
+                   dense <= dwf_thresh_chance(on, model->arch.n_classes, 0.02);
     r->eps_cr = last->cr;
     r->eps_test_acc = last->sparse_test_acc;
     r->threshold = model->eps;

@@ -35,6 +35,10 @@ typedef struct dwf_job_result {
     double dense_val_acc;          /* reference for max_drop */
     double threshold, cr, val_acc, test_acc; /* the stored model's */
     double eps_cr, eps_test_acc;   /* the eps model's (before selection) */
+    int collapsed;                 /* 1: the dense model's validation (else
+                                      test) accuracy is at or below chance
+                                      (dwf_thresh_chance, margin 0.02): it
+                                      learned nothing */
 } dwf_job_result;
 
 void dwf_job_result_free(dwf_job_result *r);

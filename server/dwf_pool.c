@@ -172,6 +172,7 @@ static int local_results(dwf_job_ctx *ctx, const dwf_job_result *res,
     /* what the threshold curve cost, against one training epoch */
     if (json_object_set_new(m, "curve_seconds", json_real(res->curve.seconds)) ||
         json_object_set_new(m, "curve_points", json_integer(res->curve.n)) ||
+        json_object_set_new(m, "collapsed", json_boolean(res->collapsed)) ||
         (res->epoch_seconds > 0 &&
          json_object_set_new(m, "curve_epoch_fraction",
                              json_real(res->curve.seconds / res->epoch_seconds)))) {

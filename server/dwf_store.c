@@ -57,7 +57,7 @@ enum {
     ST_SWEEP_CURVE, ST_THR_DELETE, ST_THR_PUT, ST_THR_GET,
     ST_SEARCH_INSERT, ST_SEARCH_GET, ST_SEARCH_RUNS, ST_SEARCH_COUNT,
     ST_SEARCH_FINISH, ST_SEARCH_ACTIVE, ST_ETHR_PUT, ST_ETHR_GET, ST_ETHR_LIST,
-    ST_SWEEP_THR,
+    ST_SWEEP_THR, ST_JOB_SEARCH_OF,
     ST_N
 };
 
@@ -163,6 +163,8 @@ static const char *const stmt_sql[ST_N] = {
         "INSERT INTO sweeps (name, base, grid, created_at, search, search_state)"
         " VALUES (?1, ?2, '{}', ?3, ?4, 'searching')",
     [ST_SEARCH_GET] = "SELECT search, base, search_state FROM sweeps WHERE id = ?1",
+    [ST_JOB_SEARCH_OF] = "SELECT s.id FROM jobs j JOIN sweeps s ON s.id = j.sweep_id"
+                         " WHERE j.id = ?1 AND s.search IS NOT NULL",
     [ST_SEARCH_RUNS] =
         "SELECT j.id, j.lambda, j.state, m.cr, j.metrics FROM jobs j"
         " LEFT JOIN models m INDEXED BY models_stats ON m.job_id = j.id"
@@ -1278,6 +1280,21 @@ int dwf_store_job_delete(dwf_store *s, int64_t id, dwf_err *err)
                         "job %lld is %s: only finished jobs can be deleted",
                         (long long)id, state_names[cur]);
     sqlite3_stmt *st;
+    /* a lambda search's runs are its history (its best run, its message) */
+    if (!rc && (st = prep(c, ST_JOB_SEARCH_OF, err))) {
+        sqlite3_bind_int64(st, 1, id);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW)
+            rc = dwf_errorf(err, DWF_STORE_CONFLICT,
+                            "job %lld is a run of lambda search sweep %lld: its runs "
+                            "are the search's record and are not deleted one by one",
+                            (long long)id, (long long)sqlite3_column_int64(st, 0));
+        else if (r != SQLITE_DONE)
+            rc = sqerr(err, c->db, "reading a job's sweep");
+        done(st);
+    } else if (!rc) {
+        rc = errc(err);
+    }
     if (!rc && (st = prep(c, ST_JOB_DELETE, err))) {
         sqlite3_bind_int64(st, 1, id);
         rc = run(c, st, "deleting a job", err);
@@ -1807,7 +1824,7 @@ static int search_runs_json(dwf_store *s, int64_t id, json_t *so, dwf_err *err)
         bad |= !j || json_array_append_new(arr, j);
         if (bad)
             break;
-        int within = r->state == DWF_STORE_SUCCEEDED && isfinite(r->cr) &&
+        int within = r->state == DWF_STORE_SUCCEEDED && !r->collapsed && isfinite(r->cr) &&
                      r->cr >= target * (1 - tol) && r->cr <= target * (1 + tol);
         bad |= jset(j, "job_id", json_integer(r->job_id));
         bad |= jset(j, "lambda", jreal(r->lambda));
@@ -1816,6 +1833,7 @@ static int search_runs_json(dwf_store *s, int64_t id, json_t *so, dwf_err *err)
         bad |= jset(j, "val_acc", num_or_null(r->val_acc));
         bad |= jset(j, "test_acc", num_or_null(r->test_acc));
         bad |= jset(j, "within", json_boolean(within));
+        bad |= jset(j, "collapsed", json_boolean(r->collapsed));
     }
     free(runs);
     if (bad || jset(so, "runs", arr))
@@ -2363,6 +2381,7 @@ int dwf_store_search_get(dwf_store *s, int64_t sweep_id, json_t **search,
             json_t *m = col_json(st, 4);
             x->val_acc = metric_of(m, val_keys);
             x->test_acc = metric_of(m, test_keys);
+            x->collapsed = json_is_true(json_object_get(m, "collapsed"));
             json_decref(m);
         }
         if (!rc && r != SQLITE_DONE)

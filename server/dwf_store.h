@@ -368,6 +368,8 @@ typedef struct dwf_store_search_run {
     double cr;          /* the stored (selected) model's CR; NaN when none */
     double val_acc;     /* selected_val_acc, else sparse_val_acc; NaN when none */
     double test_acc;    /* the stored model's sparse test accuracy */
+    int collapsed;      /* its metrics say "collapsed": true (its dense
+                           model is at chance) */
 } dwf_store_search_run;
 
 /* A search sweep's stored options (*search, new reference), base spec

@@ -94,7 +94,11 @@ int dwf_sweep_search_start(dwf_store *st, const json_t *user_spec,
         return rc;
     dwf_store_job_new jn;
     dwf_store_job_new_from_spec(&jn, &child);
-    json_t *so = opts_json(&spec->search.opts);
+    /* lambda0 as run: the first run's lambda (the bracket's geometric
+     * middle when the spec gives no train.lambda) */
+    dwf_search_opts so_run = spec->search.opts;
+    so_run.lambda0 = step.next_lambda;
+    json_t *so = opts_json(&so_run);
     if (!so)
         rc = dwf_errorf(err, DWF_ENOMEM, "out of memory");
     else
@@ -112,7 +116,9 @@ static dwf_search_run_state run_state(const dwf_store_search_run *r)
     case DWF_STORE_RUNNING:
         return DWF_SEARCH_RUN_PENDING;
     case DWF_STORE_SUCCEEDED:
-        return isnan(r->cr) ? DWF_SEARCH_RUN_FAILED : DWF_SEARCH_RUN_OK;
+        return isnan(r->cr)     ? DWF_SEARCH_RUN_FAILED
+               : r->collapsed ? DWF_SEARCH_RUN_COLLAPSED
+                              : DWF_SEARCH_RUN_OK;
     case DWF_STORE_CANCELED:
         return DWF_SEARCH_RUN_CANCELED;
     default:

@@ -906,6 +906,20 @@ START_TEST(test_search)
     }
     ck_assert(found);
     ck_assert(json_is_string(json_object_get(so, "message")));
+    /* lambda0: the first run's lambda (no train.lambda: the bracket's
+     * geometric middle); every run says whether its dense model learned */
+    json_t *r0 = json_array_get(runs, 0);
+    ck_assert(json_number_value(json_object_get(so, "lambda0")) ==
+              json_number_value(json_object_get(r0, "lambda")));
+    ck_assert(fabs(json_number_value(json_object_get(so, "lambda0")) - sqrt(0.001)) < 1e-9);
+    for (size_t i = 0; i < n; i++)
+        ck_assert(json_is_boolean(json_object_get(json_array_get(runs, i), "collapsed")));
+    int64_t run0 = json_integer_value(json_object_get(r0, "job_id"));
+    resp_free(&r);
+    /* its runs are its record: not deleted one by one */
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)run0);
+    http(d, "DELETE", path, NULL, NULL, &r);
+    ck_assert_msg(r.status == 409, "%ld %s", r.status, r.body);
     resp_free(&r);
     /* the best run's model is there to download */
     snprintf(path, sizeof path, "/v1/jobs/%lld/model?format=json", (long long)best);
@@ -948,6 +962,12 @@ START_TEST(test_search)
                  NULL, 400, "invalid_spec", "grid");
     expect_error(d, "POST", "/v1/sweeps", "{\"base\": {\"search\": {\"target_cr\": 0.5}}}",
                  NULL, 400, "invalid_spec", "base.search.target_cr");
+    /* a grid of target_cr with DWF only: nothing would read it */
+    expect_error(d, "POST", "/v1/sweeps", "{\"base\": {}, \"grid\": {\"target_cr\": [0]}}",
+                 NULL, 400, "invalid_spec", "grid.target_cr");
+    expect_error(d, "POST", "/v1/sweeps",
+                 "{\"base\": {}, \"grid\": {\"method\": [\"dwf\"], \"target_cr\": [20]}}",
+                 NULL, 400, "invalid_spec", "grid.target_cr");
 }
 END_TEST
 

@@ -125,6 +125,17 @@ START_TEST(t_failed_pending_canceled)
     runs[1].state = DWF_SEARCH_RUN_CANCELED;
     ck_assert_int_eq(dwf_search_next(&o, runs, 2, &st, &e), 0);
     ck_assert_int_eq(st.status, DWF_SEARCH_CANCELED);
+    /* a run whose dense model learned nothing (at chance) also means "too
+     * large", even at a CR within the tolerance, and is never the best */
+    dwf_search_run cr[2] = {
+        {0.002, DWF_SEARCH_RUN_OK, 5.0, 0.80},
+        {0.05, DWF_SEARCH_RUN_COLLAPSED, 20.0, 0.10},
+    };
+    ck_assert_int_eq(dwf_search_next(&o, cr, 2, &st, &e), 0);
+    ck_assert_int_eq(st.status, DWF_SEARCH_NEXT);
+    ck_assert(st.lo == 0.002 && st.hi == 0.05);
+    ck_assert(st.next_lambda > 0.002 && st.next_lambda < 0.05);
+    ck_assert_int_eq(st.best, 0);
     /* invalid options name the field */
     o.budget = 0;
     ck_assert_int_eq(dwf_search_next(&o, runs, 0, &st, &e), DWF_EINVAL);

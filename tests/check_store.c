@@ -1052,6 +1052,7 @@ START_TEST(t_search)
     ck_assert_int_eq(dwf_store_search_get(s, sid, &so, NULL, st, &runs, &n, &e), 0);
     ck_assert_int_eq(n, 2);
     ck_assert(runs[0].cr == 12.0 && runs[0].val_acc == 0.75 && runs[0].test_acc == 0.72);
+    ck_assert_int_eq(runs[0].collapsed, 0);
     ck_assert(runs[1].lambda == 0.02 && runs[1].state == DWF_STORE_QUEUED);
     free(runs);
     json_decref(so);
@@ -1073,12 +1074,16 @@ START_TEST(t_search)
     json_t *rr = json_object_get(sj, "runs");
     ck_assert_int_eq((int)json_array_size(rr), 2);
     ck_assert(json_is_false(json_object_get(json_array_get(rr, 0), "within"))); /* 12 vs 10 */
+    ck_assert(json_is_false(json_object_get(json_array_get(rr, 0), "collapsed")));
     json_decref(sw);
     ck_assert_int_eq(dwf_store_search_active(s, &ids, &n, &e), 0);
     ck_assert_int_eq(n, 0);
     free(ids);
     ck_assert_int_eq(dwf_store_search_add(s, sid, 2, &j, &c2, &added, &e), 0);
     ck_assert_int_eq(added, 0);
+    /* a finished run is the search's record: not deleted on its own */
+    ck_assert_int_eq(dwf_store_job_delete(s, c1, &e), DWF_STORE_CONFLICT);
+    ck_assert_ptr_nonnull(strstr(e.msg, "lambda search sweep"));
     /* a grid sweep is not a search */
     int64_t gid;
     json_t *grid = json_object();

@@ -751,6 +751,24 @@ START_TEST(t_incremental_matches_evaluate)
 }
 END_TEST
 
+/* Chance: 1 / n_classes, or what a constant prediction of the most
+ * frequent label scores, plus the margin. */
+START_TEST(t_chance)
+{
+    dwf_dataset d;
+    make_data(&d, 200, 3);
+    for (int i = 0; i < d.n; i++)
+        d.y[i] = i % 5; /* balanced */
+    ck_assert(fabs(dwf_thresh_chance(&d, 5, 0.02) - 0.22) < 1e-12);
+    ck_assert(fabs(dwf_thresh_chance(NULL, 5, 0.0) - 0.2) < 1e-12);
+    for (int i = 0; i < 70; i++)
+        d.y[i] = 3; /* 70 + 26 of 200 */
+    ck_assert(fabs(dwf_thresh_chance(&d, 5, 0.02) - (96.0 / 200 + 0.02)) < 1e-12);
+    ck_assert(fabs(dwf_thresh_chance(&d, 100, 0.0) - 96.0 / 200) < 1e-12);
+    dwf_dataset_free(&d);
+}
+END_TEST
+
 /* ---- random models against the from-scratch curve ---------------------- */
 
 /* Magnitudes of one of four shapes (log-uniform over seven decades; a DWF
@@ -1037,6 +1055,7 @@ START_TEST(t_job_curve_and_select)
     run_job(1, &model, &final2, &res);
     ck_assert_int_eq(res.selected, 1);
     ck_assert(res.eps_cr == final.cr); /* same training */
+    ck_assert_int_eq(res.collapsed, 0);  /* it learned */
     ck_assert(res.eps_test_acc == final.sparse_test_acc);
     const dwf_thresh_point *ps = &res.curve.points[res.select_index];
     ck_assert_int_gt(ps->nonzero, 0);
@@ -1088,6 +1107,7 @@ int main(void)
     tcase_add_test(tc, t_select_validation_only);
     tcase_add_test(tc, t_incremental_matches_evaluate);
     tcase_add_test(tc, t_random_models_match_scratch);
+    tcase_add_test(tc, t_chance);
     tcase_add_test(tc, t_other_archs_from_scratch);
     tcase_add_test(tc, t_job_curve_and_select);
     suite_add_tcase(s, tc);
