@@ -214,13 +214,12 @@ fail:
 }
 
 /* The final metrics m of a job whose spec selected model sel (point p of
- * its curve, test loss loss): its non-zero counts, compression and sparse
- * accuracies replace the eps model's (biases stay as they were). */
+ * its curve, test loss loss; dwf_smodel_counts w, nz, pa, pnz): its
+ * non-zero counts, compression and sparse accuracies replace the eps
+ * model's (biases stay as they were). */
 static void selected_metrics(dwf_metrics *m, const dwf_smodel *sel, const dwf_thresh_point *p,
-                             double loss)
+                             double loss, int64_t w, int64_t nz, int64_t pa, int64_t pnz)
 {
-    int64_t w, nz, pa, pnz;
-    dwf_smodel_counts(sel, &w, &nz, &pa, &pnz);
     for (int i = 0, k = 0; i < sel->arch.n_layers && k < m->n_layers; i++) {
         dwf_layer_kind kind = sel->arch.layers[i].kind;
         if (kind == DWF_LAYER_DENSE || kind == DWF_LAYER_CONV2D)
@@ -333,7 +332,7 @@ static int curve_and_select(const dwf_spec *spec, const dwf_trainer *t,
             *v = sel_loss;
     }
     if (final)
-        selected_metrics(final, &sel, p, sel_loss);
+        selected_metrics(final, &sel, p, sel_loss, w, nz, pa, pnz);
     dwf_smodel_free(model);
     *model = sel;
 out:
