@@ -716,8 +716,8 @@ int dwf_trainer_restore(dwf_trainer *t, const uint8_t *buf, size_t len,
     uint32_t epoch = dwf_rbuf_u32(&r);
     int64_t step = dwf_rbuf_i64(&r);
     uint32_t batch = dwf_rbuf_u32(&r);
-    if (r.failed || (int)epoch > dwf_prune_total_epochs(t) ||
-        (int)batch >= t->n_batches || step < 0)
+    if (r.failed || epoch > (uint32_t)dwf_prune_total_epochs(t) ||
+        batch >= (uint32_t)t->n_batches || step < 0)
         return dwf_errorf(err, DWF_EFORMAT, "checkpoint: bad position");
     dwf_model *m = t->model;
     size_t body = r.pos;
