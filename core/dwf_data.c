@@ -364,14 +364,32 @@ static int idx_load_file(const char *path, int ndims, uint32_t dims[3],
                             path, dims[0], (unsigned long long)DATA_MAX_ELEMS);
         goto out;
     }
-    buf = malloc((size_t)elems);
-    if (!buf) {
-        rc = dwf_errorf(err, DWF_ENOMEM, "%s: out of memory for %llu bytes",
-                        path, (unsigned long long)elems);
-        goto out;
+    /* The buffer grows with the data that arrive, so that a header
+     * claiming gigabytes in a small (truncated or corrupt) file costs no
+     * more memory than the file. */
+    size_t cap = 0;
+    got = 0;
+    while (got < elems) {
+        if (got == cap) {
+            size_t ncap = cap ? 2 * cap : (size_t)1 << 20;
+            if (ncap > elems)
+                ncap = (size_t)elems;
+            uint8_t *nb = realloc(buf, ncap);
+            if (!nb) {
+                rc = dwf_errorf(err, DWF_ENOMEM, "%s: out of memory for %llu bytes",
+                                path, (unsigned long long)elems);
+                goto out;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t k = 0;
+        if ((rc = idx_read(&f, buf + got, cap - got, &k, err)))
+            goto out;
+        if (k == 0)
+            break;
+        got += k;
     }
-    if ((rc = idx_read(&f, buf, (size_t)elems, &got, err)))
-        goto out;
     if (got < elems) {
         rc = dwf_errorf(err, DWF_EFORMAT,
                         "%s: truncated: expected %llu bytes, got %llu%s", path,
