@@ -184,10 +184,13 @@ int dwf_search_next(const dwf_search_opts *o, const dwf_search_run *runs,
         out->status = DWF_SEARCH_UNREACHABLE;
         return 0;
     }
+    if (n == 0 && o->lambda0 > 0.0) { /* the first run: exactly as asked */
+        out->status = DWF_SEARCH_NEXT;
+        out->next_lambda = o->lambda0;
+        return 0;
+    }
     double llo = log(lo), lhi = log(hi), x;
-    if (n == 0 && o->lambda0 > 0.0) {
-        x = log(o->lambda0);
-    } else if (isfinite(lo_cr) && isfinite(hi_cr) && lo_cr > 0 && hi_cr > lo_cr) {
+    if (isfinite(lo_cr) && isfinite(hi_cr) && lo_cr > 0 && hi_cr > lo_cr) {
         /* log-log interpolation of CR, kept in the middle half */
         double f = (log(o->target_cr) - log(lo_cr)) / (log(hi_cr) - log(lo_cr));
         f = f < 0.25 ? 0.25 : f > 0.75 ? 0.75 : f;

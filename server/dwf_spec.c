@@ -924,7 +924,8 @@ static int parse_select(rd *r, json_t *in, json_t *out, double validation,
 }
 
 /* The target-CR search (method dwf only). train_lambda: the spec's
- * train.lambda when it was given, else 0: it becomes the first run's. */
+ * train.lambda when it was given, else 0; the first run's lambda
+ * (s->opts.lambda0) is the one given, else the bracket's geometric middle. */
 static int parse_search(rd *r, json_t *in, json_t *out, dwf_method method,
                         double train_lambda, dwf_search_spec *s)
 {
@@ -956,7 +957,10 @@ static int parse_search(rd *r, json_t *in, json_t *out, dwf_method method,
     if (!(o->lambda_max > o->lambda_min * 1.001))
         return fail(r, "search.lambda_max", "must be > search.lambda_min (%g) "
                                             "(got %g)", o->lambda_min, o->lambda_max);
-    o->lambda0 = 0.0;
+    /* without train.lambda the first run is at the bracket's geometric
+     * middle, which becomes the spec's train.lambda (the caller writes it
+     * to the canonical JSON, so that it parses again to itself) */
+    o->lambda0 = exp(0.5 * (log(o->lambda_min) + log(o->lambda_max)));
     if (train_lambda > 0.0) {
         if (train_lambda < o->lambda_min || train_lambda > o->lambda_max)
             return fail(r, "train.lambda", "the search starts at train.lambda, "
@@ -1041,6 +1045,11 @@ static int parse_top(rd *r, json_t *in, json_t *out, const char *const *roots,
             (rc = parse_search(r, srch, o_srch, s->opts.method,
                                jl ? s->opts.lambda : 0.0, &s->search)))
             goto done;
+        s->opts.lambda = s->search.opts.lambda0;
+        if (json_object_set_new(o_train, "lambda", json_real(s->opts.lambda))) {
+            rc = nomem(r);
+            goto done;
+        }
     }
     s->opts.init = init_vals[m.init];
     s->opts.eps_init = m.eps_init;

@@ -524,11 +524,17 @@ static const char *const roundtrip_specs[] = {
     "\"model\": {\"hidden\": [7]}}",
     "{\"data\": {\"validation\": 0.1}, \"select\": {}, \"prune\": {\"eps\": 1e-3, \"target_cr\": 33.3}}",
     "{\"seed\": 9007199254740991, \"train\": {\"lr\": 1e20, \"lambda\": 3e-300}}",
+    /* a search without train.lambda: its first lambda, the bracket's
+     * geometric middle, is the canonical train.lambda (found by fuzzing:
+     * the default 1e-3 was written, which lies outside this bracket) */
+    "{\"data\": {\"validation\": 0.1}, \"search\": {\"target_cr\": 20, \"lambda_min\": 1e-2,"
+    " \"lambda_max\": 0.1}}",
 };
 
 START_TEST(test_canonical_roundtrip)
 {
-    const char *spec = _i < 6 ? roundtrip_specs[_i] : full_spec;
+    const int n_rt = (int)(sizeof roundtrip_specs / sizeof roundtrip_specs[0]);
+    const char *spec = _i < n_rt ? roundtrip_specs[_i] : full_spec;
     char *a = canon(spec);
     char *b = canon(a);
     ck_assert_str_eq(a, b);
@@ -550,6 +556,11 @@ START_TEST(test_canonical_roundtrip)
     }
     ck_assert_str_eq(s1.data.train_images, s2.data.train_images);
     ck_assert_str_eq(s1.data.test_images, s2.data.test_images);
+    if (s1.search.enabled) { /* the first run's lambda is the spec's */
+        ck_assert(s1.opts.lambda == s1.search.opts.lambda0);
+        ck_assert(s2.search.opts.lambda0 == s1.search.opts.lambda0);
+        ck_assert(fabs(s1.opts.lambda - sqrt(1e-3)) < 1e-12);
+    }
     /* keys are sorted and compact */
     ck_assert_int_eq(a[0], '{');
     ck_assert_ptr_null(strchr(a, '\n'));
@@ -1040,7 +1051,7 @@ static Suite *spec_suite(void)
     tcase_add_test(tc, test_custom_layers);
     tcase_add_loop_test(tc, test_errors, 0, (int)(sizeof bad / sizeof *bad));
     tcase_add_test(tc, test_roots);
-    tcase_add_loop_test(tc, test_canonical_roundtrip, 0, 7);
+    tcase_add_loop_test(tc, test_canonical_roundtrip, 0, 8);
     tcase_add_test(tc, test_canonical_values);
     tcase_add_test(tc, test_schema);
     suite_add_tcase(s, tc);
