@@ -1355,7 +1355,7 @@ static size_t lane_layout(lane *w, const plan *P, uintptr_t base)
     float *u = carve(&at, B * dim * sizeof(float) > later ? B * dim * sizeof(float) : later);
     w->xs = u;
     w->g0 = (double *)u;
-    w->hf = (float *)(w->g0 + B * M);
+    w->hf = (float *)((uintptr_t)u + B * M * sizeof(double)); /* (u is NULL when measuring) */
     w->xf = carve(&at, B * dim * sizeof(float));
     /* tmp: the panel kernel's sums (R0 x DWF_TK_TILE) too */
     size_t tb = (B > DWF_TK_TILE ? B : DWF_TK_TILE) * R0;
