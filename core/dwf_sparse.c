@@ -2193,9 +2193,13 @@ int dwf_smodel_write_file(const dwf_smodel *s, const char *path, dwf_err *err)
         if (!f)
             rc = dwf_errorf(err, DWF_EIO, "%s: cannot open: %s", path,
                             strerror(errno));
-        else if ((fwrite(buf, 1, len, f) != len) | (fclose(f) != 0))
-            rc = dwf_errorf(err, DWF_EIO, "%s: write failed: %s", path,
-                            strerror(errno));
+        else {
+            int bad = fwrite(buf, 1, len, f) != len;
+            bad |= fclose(f) != 0; /* closed even after a failed write */
+            if (bad)
+                rc = dwf_errorf(err, DWF_EIO, "%s: write failed: %s", path,
+                                strerror(errno));
+        }
         free(buf);
         return rc;
     }
