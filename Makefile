@@ -28,7 +28,7 @@ SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/%.o) $(B)/web_assets.o $(B)/store_sql.o $(B)
 STORE_SQL  := $(sort $(wildcard schema/[0-9]*.sql))
 TESTS      := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 
-.PHONY: all run check check-unit check-san check-py check-http check-browser bench deps clean
+.PHONY: all run check check-unit check-san check-py check-http check-browser check-fuzz fuzz bench deps clean
 all: $(B)/libdwf.a $(B)/dwf $(B)/dwfd
 
 $(B)/%.o: %.c $(wildcard core/*.h server/*.h)
@@ -130,7 +130,38 @@ check-http: all
 check-browser: all
 	@if [ -f tests/browser/run.sh ]; then DWF_BUILD=$(B) bash tests/browser/run.sh; fi
 
-check: check-unit check-san check-py check-http check-browser
+# Fuzz targets (tests/fuzz/fuzz_*.c): libFuzzer with ASan and UBSan, built
+# by clang into build-fuzz. check-fuzz replays the committed corpus
+# (tests/fuzz/corpus/NAME: seeds and every input that once failed) and
+# fuzzes each target for FUZZ_SECONDS from a fixed seed; `make fuzz
+# FUZZ_SECONDS=600` fuzzes longer from a random one. New inputs go to a
+# scratch corpus, failing ones to build-fuzz/crash-NAME-*.
+FUZZ_B       := build-fuzz
+FUZZ_SECONDS ?= 10
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZERS      := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_B)/%)
+
+# (the libraries by a make of their own with B=$(FUZZ_B); the stamp says
+# when they were last brought up to date)
+$(FUZZ_B)/libs.stamp: $(CORE_SRC) $(SERVER_SRC) $(wildcard core/*.h server/*.h) $(WEB_FILES) \
+                      $(STORE_SQL) schema/job.schema.json schema/openapi.json
+	@$(MAKE) --no-print-directory B=$(FUZZ_B) CC=clang OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) -Wno-unknown-pragmas" \
+	  $(FUZZ_B)/libdwf.a $(FUZZ_B)/libdwfsrv.a
+	@touch $@
+
+$(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_B)/libs.stamp
+	clang $(WARN) -O1 -g -fsanitize=fuzzer $(FUZZ_SAN) $(PCFLAGS) -Icore -Iserver \
+	  -o $@ $< $(FUZZ_B)/libdwfsrv.a $(FUZZ_B)/libdwf.a $(PCLIBS)
+
+check-fuzz: $(FUZZERS)
+	@FUZZ_B=$(FUZZ_B) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=1 bash tests/fuzz/run.sh $(FUZZERS)
+
+fuzz: $(FUZZERS)
+	@FUZZ_B=$(FUZZ_B) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=0 bash tests/fuzz/run.sh $(FUZZERS)
+
+check: check-unit check-san check-py check-http check-browser check-fuzz
 	@echo "make check: all suites passed"
 
 BENCH_SRC := $(sort $(wildcard bench/*.c))
@@ -144,4 +175,4 @@ bench: all $(BENCHES)
 	DWF_BUILD=$(B) bash bench/run.sh
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz

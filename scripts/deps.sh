@@ -6,7 +6,7 @@ set -eu
 build="gcc make pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev \
 libsqlite3-dev check zlib1g-dev dataset-fashion-mnist curl"
 tests="python3-numpy python3-scipy python3-torch libcurl4-openssl-dev curl \
-chromium nodejs wrk"
+chromium nodejs wrk clang libclang-rt-14-dev"
 want="$build"
 [ "${1:-}" = "--tests" ] && want="$build $tests"
 missing=""
