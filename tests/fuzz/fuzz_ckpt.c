@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dwf_buf.h"
 #include "dwf_rng.h"
 #include "dwf_train.h"
 #include "fuzz_util.h"
@@ -121,9 +120,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void restore_one(int kind, const uint8_t *data, size_t size)
+static int g_kind; /* the trainer of the current input */
+
+static void restore_one(const uint8_t *data, size_t size)
 {
-    dwf_trainer *t = make_trainer(kind);
+    dwf_trainer *t = make_trainer(g_kind);
     dwf_err err = {0};
     if (dwf_trainer_restore(t, data, size, &err) != 0) {
         FUZZ_CHECK(err.msg[0] != '\0', "a rejected checkpoint has a message");
@@ -145,18 +146,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    int kind = data[0] % N_KIND;
-    data++;
-    size--;
-    restore_one(kind, data, size);
-    if (size < 8)
-        return 0;
-    uint8_t *fixed = malloc(size);
-    FUZZ_CHECK(fixed, "allocation");
-    memcpy(fixed, data, size);
-    uint32_t crc = dwf_crc32(fixed, size - 4);
-    memcpy(fixed + size - 4, &crc, 4);
-    restore_one(kind, fixed, size);
-    free(fixed);
+    g_kind = data[0] % N_KIND;
+    fuzz_with_crc(data + 1, size - 1, restore_one);
     return 0;
 }

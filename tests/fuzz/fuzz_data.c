@@ -27,6 +27,18 @@ static void check_dataset(const dwf_dataset *d)
                "labels below n_classes");
 }
 
+/* A load's outcome: a consistent data set (freed here), or an error
+ * naming the file. */
+static void check_load(int rc, dwf_dataset *d, const dwf_err *err)
+{
+    if (rc == 0) {
+        check_dataset(d);
+        dwf_dataset_free(d);
+    } else {
+        FUZZ_CHECK(strstr(err->msg, "/proc/self/fd/") != NULL, "the error names the file");
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
@@ -46,26 +58,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int fi = fuzz_memfile(data + 5, ni, pi);
         int fl = fuzz_memfile(data + 5 + ni, rest - ni, pl);
         FUZZ_CHECK(fi >= 0 && fl >= 0, "memfd");
-        if (dwf_idx_load(pi, pl, 0, &d, &err) == 0) {
-            check_dataset(&d);
-            dwf_dataset_free(&d);
-        } else {
-            FUZZ_CHECK(strstr(err.msg, "/proc/self/fd/") != NULL,
-                       "the error names the file");
-        }
+        check_load(dwf_idx_load(pi, pl, 0, &d, &err), &d, &err);
         close(fi);
         close(fl);
     } else {
         char p[32];
         int f = fuzz_memfile(data + 2, size - 2, p);
         FUZZ_CHECK(f >= 0, "memfd");
-        if (dwf_csv_load(p, (int8_t)data[1], &d, &err) == 0) {
-            check_dataset(&d);
-            dwf_dataset_free(&d);
-        } else {
-            FUZZ_CHECK(strstr(err.msg, "/proc/self/fd/") != NULL,
-                       "the error names the file");
-        }
+        check_load(dwf_csv_load(p, (int8_t)data[1], &d, &err), &d, &err);
         close(f);
     }
     return 0;

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dwf_buf.h"
 #include "dwf_sparse.h"
 #include "fuzz_util.h"
 
@@ -79,15 +78,6 @@ static void load_one(const uint8_t *data, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    load_one(data, size);
-    if (size < 8)
-        return 0;
-    uint8_t *fixed = malloc(size);
-    FUZZ_CHECK(fixed, "allocation");
-    memcpy(fixed, data, size);
-    uint32_t crc = dwf_crc32(fixed, size - 4);
-    memcpy(fixed + size - 4, &crc, 4);
-    load_one(fixed, size);
-    free(fixed);
+    fuzz_with_crc(data, size, load_one);
     return 0;
 }
