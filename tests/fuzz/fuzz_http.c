@@ -256,43 +256,49 @@ static int exchange(const char *req, size_t n, char *resp, size_t cap)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* request line: up to the first newline; headers: lines up to an
-     * empty one; the rest is the body */
+     * empty one; the rest is the body (no empty line: no headers, no
+     * body). CR and NUL are dropped from the request line and the
+     * headers, leading blanks from header lines (folded lines would merge
+     * into ours), and the framing headers the harness sets itself. */
     const char *p = (const char *)data, *e = p + size;
     const char *nl = memchr(p, '\n', size);
     if (!nl)
         return 0;
     size_t cap = 2 * size + 512; /* CR before every LF, the fixed headers, a NUL */
-    char *req = malloc(cap), *resp = malloc(1 << 16);
-    FUZZ_CHECK(req && resp, "allocation");
+    char *req = malloc(cap), *resp = malloc(1 << 16), *line = malloc(size + 1);
+    FUZZ_CHECK(req && resp && line, "allocation");
     size_t n = 0;
-    for (const char *q = p; q < nl; q++) /* no CR or NUL inside the line */
+    for (const char *q = p; q < nl; q++)
         if (*q != '\r' && *q != '\0')
             req[n++] = *q;
-    const char *hdr = nl + 1, *body = e;
-    const char *he = hdr;
-    while (he < e) {
-        const char *l = memchr(he, '\n', (size_t)(e - he));
+    n += (size_t)snprintf(req + n, cap - n, " HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n");
+    size_t hstart = n;
+    const char *body = e;
+    for (const char *q = nl + 1; q < e;) {
+        const char *l = memchr(q, '\n', (size_t)(e - q));
         if (!l)
             break;
-        if (l == he) { /* empty line */
-            body = l + 1;
+        size_t k = 0;
+        for (; q < l; q++)
+            if (*q != '\r' && *q != '\0' && (k > 0 || (*q != ' ' && *q != '\t')))
+                line[k++] = *q;
+        q = l + 1;
+        if (k == 0) { /* the empty line */
+            body = q;
             break;
         }
-        he = l + 1;
+        line[k] = '\0';
+        if (strncasecmp(line, "content-length", 14) == 0 ||
+            strncasecmp(line, "transfer-encoding", 17) == 0 ||
+            strncasecmp(line, "connection", 10) == 0)
+            continue;
+        memcpy(req + n, line, k);
+        n += k;
+        req[n++] = '\r';
+        req[n++] = '\n';
     }
     if (body == e)
-        he = hdr; /* no empty line: no headers, no body */
-    n += (size_t)snprintf(req + n, cap - n, " HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n");
-    int line_start = 1;
-    for (const char *q = hdr; q < he; q++) {
-        if (line_start && (*q == ' ' || *q == '\t'))
-            continue; /* no folded lines: they would merge into ours */
-        line_start = *q == '\n';
-        if (*q == '\n')
-            req[n++] = '\r';
-        if (*q != '\r' && *q != '\0')
-            req[n++] = *q;
-    }
+        n = hstart;
     n += (size_t)snprintf(req + n, cap - n, "Content-Length: %zu\r\n\r\n", (size_t)(e - body));
     memcpy(req + n, body, (size_t)(e - body));
     n += (size_t)(e - body);
@@ -304,5 +310,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(exchange(health, sizeof health - 1, resp, 1 << 16) == 200, "healthz after");
     free(req);
     free(resp);
+    free(line);
     return 0;
 }
