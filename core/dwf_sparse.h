@@ -57,8 +57,9 @@ typedef struct dwf_kv {
 /* A layer is run with its sparse kernels unless its density is above this
  * share of non-zeros, where the dense sgemm / sgemv path is faster. On a
  * 784 -> 300 layer (bench/bench_sparse.c, bench/README.md) the kernels
- * cross at a density of about 0.2-0.25 at batch 1 and 0.35-0.4 at batch
- * 128; 0.30 lies between the two. */
+ * cross at a density of about 0.35-0.4 at batch 128 and, with AVX-512,
+ * about 0.5-0.7 at batch 1 (0.2-0.25 with AVX2 only); 0.30 keeps the
+ * batched path, where most of the work is, on the faster side. */
 #define DWF_SPARSE_CROSSOVER 0.30
 
 typedef struct dwf_smodel {
@@ -113,8 +114,8 @@ int dwf_smodel_forward(const dwf_smodel *s, dwf_sws *ws, const float *x,
 
 /* The same with the batch-1 sparse kernel and the dense kernel chosen by
  * isa (0 portable C and cblas_sgemm / sgemv, 1 AVX2 and FMA, -1 the best
- * the CPU has - AVX-512 for dense and sparse layers (batches of two or
- * more) where it is there - which
+ * the CPU has - AVX-512 for dense and sparse layers where it is there (at
+ * batch 1 the block layout of the first sparse layer of a chain) - which
  * dwf_smodel_forward uses), for tests and benchmarks; DWF_EINVAL if the
  * CPU lacks it. The AVX2 and AVX-512 kernels give the same bits. */
 int dwf_smodel_forward_isa(const dwf_smodel *s, dwf_sws *ws, const float *x,
