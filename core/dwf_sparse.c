@@ -390,9 +390,12 @@ void dwf_csr_matmul(const dwf_csr *c, const float *x, int n, const float *bias,
  * chain: in LeNet-300-100 the 784 -> 300 layer, most of the work) also
  * has a block layout (sell_blk_build): the same chunks, its steps' 16
  * inputs fetched by one permute from a 32-column block in two registers
- * instead of 16 scalar loads, the same sums bit for bit; on the Zen 5
- * measured 1.3-1.6 times faster at CR 50-100 and about 2 times at
- * densities of 0.2-0.5 (bench/README.md). */
+ * instead of 16 scalar loads, the same sums bit for bit. A step costs
+ * about six slot lanes, so the blocks are used where a step holds
+ * SELL_BLK_FILL non-zeros or more on average: on the Zen 5 measured,
+ * LeNet-300-100 at CR 10 runs 1.35 times faster and a 784 -> 300 layer of
+ * density 0.2-0.5 about 2 times; at CR 50 and 100 the padded steps hold
+ * 2-4 and the slots stay (bench/README.md). */
 #define SELL_C 16
 #define SELL_ALIGN 64
 
@@ -479,6 +482,10 @@ static int sell_key_cmp(const void *a, const void *b)
  * memory. */
 #define SELL_B 32
 #define SELL_BMAX 128
+/* Non-zeros a step must hold on average (of 16 lanes) for the block
+ * layout to be used: a step costs about 3.5 cycles, a slot lane 0.6
+ * (Zen 5, LeNet-300-100's first layer at CR 10 and 50). */
+#define SELL_BLK_FILL 6.0
 static int sell_blk_build(dwf_sell *s, const dwf_csr *c)
 {
 #ifdef SELL_X86
@@ -493,6 +500,9 @@ static int sell_blk_build(dwf_sell *s, const dwf_csr *c)
     /* pass 0 counts the steps, pass 1 fills them */
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1) {
+            /* too few live lanes a step: the slots are faster */
+            if ((double)c->indptr[c->rows] < SELL_BLK_FILL * (double)ns)
+                return 0;
             s->bsptr = malloc(((size_t)s->n_chunks + 1) * sizeof *s->bsptr);
             s->bsblk = malloc(((size_t)ns + 1) * sizeof *s->bsblk);
             s->bidx = sell_calloc((size_t)ns * SELL_C + 1, 1);
