@@ -2,7 +2,8 @@
 #
 #   make            build libdwf, dwf, dwfd
 #   make run        install missing packages (as root), build, run the main job
-#   make check      all tests: unit suites, sanitizer build, HTTP, export, browser
+#   make check      all tests: unit suites, sanitizer build, HTTP, export, browser, fuzz
+#   make fuzz       longer fuzzing runs (FUZZ_SECONDS=600)
 #   make bench      benchmarks (see bench/README.md)
 
 CC      ?= cc
